@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The few kernel types the deno_bpf programs touch, declared by hand with
+ * preserve_access_index so that libbpf relocates every field access against
+ * the running kernel's BTF (CO-RE). A hand-written header keeps the build
+ * independent of the build machine's kernel: the same source gives the same
+ * object everywhere, which is what lets CI check the committed copy.
+ */
+#ifndef DENO_BPF_KERNEL_H
+#define DENO_BPF_KERNEL_H
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <stdbool.h>
+
+/* bpf_tracing.h picks the kernel's pt_regs field names (di, si, ax) only
+ * when it believes it is compiled against vmlinux.h. */
+#define __VMLINUX_H__ 1
+
+#pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
+
+struct filename {
+	const char *name;
+};
+
+/* x86_64 only: kprobe arguments are read from these registers. */
+struct pt_regs {
+	unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8;
+	unsigned long ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;
+};
+
+struct trace_entry {
+	unsigned short type;
+	unsigned char flags;
+	unsigned char preempt_count;
+	int pid;
+};
+
+struct trace_event_raw_sys_enter {
+	struct trace_entry ent;
+	long id;
+	unsigned long args[6];
+};
+
+struct trace_event_raw_sys_exit {
+	struct trace_entry ent;
+	long id;
+	long ret;
+};
+
+#pragma clang attribute pop
+
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+#endif /* DENO_BPF_KERNEL_H */

@@ -1,0 +1,205 @@
+/**
+ * The one FFI symbol table of deno_bpf: libbpf 1.x, plus the handful of libc
+ * calls libbpf leaves to its caller (epoll, eventfd, mmap, vsnprintf for its
+ * log). Both libraries open lazily on first use, so importing `mod.ts` needs
+ * neither `--allow-ffi` nor root.
+ *
+ * @module
+ */
+
+import { LibbpfNotFoundError } from "./errors.ts";
+
+/** libbpf symbols, keyed by their exact C names. */
+const LIBBPF = {
+  libbpf_major_version: { parameters: [], result: "u32" },
+  libbpf_minor_version: { parameters: [], result: "u32" },
+  // libbpf_print_fn_t libbpf_set_print(libbpf_print_fn_t fn)
+  libbpf_set_print: { parameters: ["function"], result: "pointer" },
+  // int libbpf_num_possible_cpus(void)
+  libbpf_num_possible_cpus: { parameters: [], result: "i32" },
+  // int libbpf_probe_bpf_map_type(enum bpf_map_type, const void *opts)
+  libbpf_probe_bpf_map_type: { parameters: ["u32", "pointer"], result: "i32" },
+
+  // struct bpf_object *bpf_object__open_mem(const void *buf, size_t sz, const struct bpf_object_open_opts *)
+  bpf_object__open_mem: {
+    parameters: ["buffer", "usize", "pointer"],
+    result: "pointer",
+  },
+  // struct bpf_object *bpf_object__open_file(const char *path, const struct bpf_object_open_opts *)
+  bpf_object__open_file: { parameters: ["buffer", "pointer"], result: "pointer" },
+  // int bpf_object__load(struct bpf_object *)
+  bpf_object__load: { parameters: ["pointer"], result: "i32" },
+  // void bpf_object__close(struct bpf_object *)
+  bpf_object__close: { parameters: ["pointer"], result: "void" },
+  // struct bpf_program *bpf_object__next_program(const struct bpf_object *, struct bpf_program *prev)
+  bpf_object__next_program: {
+    parameters: ["pointer", "pointer"],
+    result: "pointer",
+  },
+  // struct bpf_map *bpf_object__next_map(const struct bpf_object *, const struct bpf_map *prev)
+  bpf_object__next_map: { parameters: ["pointer", "pointer"], result: "pointer" },
+  // struct btf *bpf_object__btf(const struct bpf_object *)
+  bpf_object__btf: { parameters: ["pointer"], result: "pointer" },
+
+  // const char *bpf_program__name(const struct bpf_program *)
+  bpf_program__name: { parameters: ["pointer"], result: "pointer" },
+  // const char *bpf_program__section_name(const struct bpf_program *)
+  bpf_program__section_name: { parameters: ["pointer"], result: "pointer" },
+  // int bpf_program__set_autoload(struct bpf_program *, bool)
+  bpf_program__set_autoload: { parameters: ["pointer", "bool"], result: "i32" },
+  // bool bpf_program__autoload(const struct bpf_program *)
+  bpf_program__autoload: { parameters: ["pointer"], result: "bool" },
+  // struct bpf_link *bpf_program__attach(const struct bpf_program *)
+  bpf_program__attach: { parameters: ["pointer"], result: "pointer" },
+  // int bpf_link__destroy(struct bpf_link *)
+  bpf_link__destroy: { parameters: ["pointer"], result: "i32" },
+
+  // const char *bpf_map__name(const struct bpf_map *)
+  bpf_map__name: { parameters: ["pointer"], result: "pointer" },
+  // int bpf_map__fd(const struct bpf_map *)
+  bpf_map__fd: { parameters: ["pointer"], result: "i32" },
+  // __u32 bpf_map__max_entries(const struct bpf_map *)
+  bpf_map__max_entries: { parameters: ["pointer"], result: "u32" },
+  // int bpf_map__set_max_entries(struct bpf_map *, __u32)
+  bpf_map__set_max_entries: { parameters: ["pointer", "u32"], result: "i32" },
+  // __u32 bpf_map__value_size(const struct bpf_map *)
+  bpf_map__value_size: { parameters: ["pointer"], result: "u32" },
+  // void *bpf_map__initial_value(struct bpf_map *, size_t *psize)
+  bpf_map__initial_value: { parameters: ["pointer", "buffer"], result: "pointer" },
+  // int bpf_map__lookup_elem(const struct bpf_map *, const void *key, size_t key_sz, void *value, size_t value_sz, __u64 flags)
+  bpf_map__lookup_elem: {
+    parameters: ["pointer", "buffer", "usize", "buffer", "usize", "u64"],
+    result: "i32",
+  },
+
+  // __s32 btf__find_by_name_kind(const struct btf *, const char *name, __u32 kind)
+  btf__find_by_name_kind: {
+    parameters: ["pointer", "buffer", "u32"],
+    result: "i32",
+  },
+  // const struct btf_type *btf__type_by_id(const struct btf *, __u32 id)
+  btf__type_by_id: { parameters: ["pointer", "u32"], result: "pointer" },
+  // const char *btf__name_by_offset(const struct btf *, __u32 offset)
+  btf__name_by_offset: { parameters: ["pointer", "u32"], result: "pointer" },
+  // __s64 btf__resolve_size(const struct btf *, __u32 type_id)
+  btf__resolve_size: { parameters: ["pointer", "u32"], result: "i64" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** libc symbols that libbpf's ring buffer and log need from its caller. */
+const LIBC = {
+  __errno_location: { parameters: [], result: "pointer" },
+  // int vsnprintf(char *str, size_t size, const char *format, va_list ap)
+  vsnprintf: {
+    parameters: ["buffer", "usize", "pointer", "pointer"],
+    result: "i32",
+  },
+  epoll_create1: { parameters: ["i32"], result: "i32" },
+  // int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event)
+  epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+  // int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
+  epoll_wait: {
+    parameters: ["i32", "buffer", "i32", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  close: { parameters: ["i32"], result: "i32" },
+  // void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset)
+  mmap: {
+    parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"],
+    result: "pointer",
+  },
+  munmap: { parameters: ["pointer", "usize"], result: "i32" },
+  getpagesize: { parameters: [], result: "i32" },
+  // int clock_gettime(clockid_t, struct timespec *)
+  clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
+  // int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const void *data)
+  mount: {
+    parameters: ["buffer", "buffer", "buffer", "u64", "pointer"],
+    result: "i32",
+  },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+export type Libbpf = Deno.DynamicLibrary<typeof LIBBPF>["symbols"];
+export type Libc = Deno.DynamicLibrary<typeof LIBC>["symbols"];
+
+/** The oldest libbpf whose API and semantics (errno returns) we rely on. */
+export const MIN_LIBBPF = [1, 0] as const;
+
+let libbpf: Deno.DynamicLibrary<typeof LIBBPF> | undefined;
+let libc: Deno.DynamicLibrary<typeof LIBC> | undefined;
+let libbpfVersion = "";
+
+/** The candidate paths for libbpf, in search order. */
+export function libbpfCandidates(): string[] {
+  const override = Deno.env.get("LIBBPF_PATH");
+  return [
+    ...(override ? [override] : []),
+    "libbpf.so.1",
+    "libbpf.so.0",
+    "libbpf.so",
+  ];
+}
+
+/** libbpf's symbols, opening the library on first use. */
+export function bpf(): Libbpf {
+  if (libbpf) return libbpf.symbols;
+  const tried: string[] = [];
+  for (const path of libbpfCandidates()) {
+    let lib: Deno.DynamicLibrary<typeof LIBBPF>;
+    try {
+      lib = Deno.dlopen(path, LIBBPF);
+    } catch (error) {
+      if (error instanceof Deno.errors.NotCapable) throw error;
+      tried.push(`${path} (${firstLine(error)})`);
+      continue;
+    }
+    const major = lib.symbols.libbpf_major_version();
+    const minor = lib.symbols.libbpf_minor_version();
+    if (major < MIN_LIBBPF[0]) {
+      lib.close();
+      tried.push(`${path} (version ${major}.${minor} is older than 1.0)`);
+      continue;
+    }
+    libbpf = lib;
+    libbpfVersion = `${major}.${minor}`;
+    return lib.symbols;
+  }
+  throw new LibbpfNotFoundError(tried);
+}
+
+/** The loaded libbpf's version, e.g. `"1.1"`. Opens libbpf if needed. */
+export function libbpfVersionString(): string {
+  bpf();
+  return libbpfVersion;
+}
+
+/** libc's symbols, opening the library on first use. */
+export function c(): Libc {
+  libc ??= Deno.dlopen("libc.so.6", LIBC);
+  return libc.symbols;
+}
+
+/** The calling thread's errno, read right after a failed call. */
+export function errno(): number {
+  const where = c().__errno_location();
+  return where ? new Deno.UnsafePointerView(where).getInt32() : 0;
+}
+
+const encoder = new TextEncoder();
+
+/** A NUL-terminated UTF-8 copy of `s` for C. */
+export function cstr(s: string): Uint8Array<ArrayBuffer> {
+  return encoder.encode(s + "\0");
+}
+
+/** Reads a C string, or `""` for NULL. */
+export function readCString(ptr: Deno.PointerValue): string {
+  return ptr ? Deno.UnsafePointerView.getCString(ptr) : "";
+}
+
+function firstLine(error: unknown): string {
+  const text = error instanceof Error ? error.message : String(error);
+  return text.split("\n")[0];
+}

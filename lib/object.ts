@@ -1,0 +1,348 @@
+/**
+ * Handles over libbpf's objects: {@linkcode BpfObject} owns its programs and
+ * maps (borrowed views that die with it); a {@linkcode Link} owns one
+ * attachment. Follow libbpf's lifecycle: open → configure → load → attach,
+ * then dispose in reverse, which `using` declarations do by themselves.
+ *
+ * @example Load an object and attach one program (needs root)
+ * ```ts ignore
+ * import { BpfObject } from "./object.ts";
+ *
+ * using obj = BpfObject.openFile("bpf/unlink.bpf.o");
+ * obj.setConst("targ_tgid", Deno.pid);
+ * for (const prog of obj.programs) prog.autoload = prog.name.startsWith("tp_");
+ * obj.load();
+ * using link = obj.program("tp_enter_unlinkat").attach();
+ * ```
+ *
+ * @module
+ */
+
+import { bpf, cstr, errno, readCString } from "./_ffi.ts";
+import { Btf } from "./btf.ts";
+import { BpfError } from "./errors.ts";
+import { takeLog } from "./log.ts";
+
+/** The use-after-close guard shared by every handle. */
+function live<T>(ptr: T | null, what: string): T {
+  if (ptr === null) throw new TypeError(`${what} is closed`);
+  return ptr;
+}
+
+/** A compiled BPF ELF object, opened by libbpf. Owns its programs and maps. */
+export class BpfObject implements Disposable {
+  #ptr: Deno.PointerObject | null;
+  #name: string;
+  #bytes: Uint8Array | undefined;
+  #loaded = false;
+
+  private constructor(ptr: Deno.PointerObject, name: string, bytes?: Uint8Array) {
+    this.#ptr = ptr;
+    this.#name = name;
+    this.#bytes = bytes;
+  }
+
+  /** Opens an object from its ELF bytes (e.g. an embedded `.bpf.o`). */
+  static openMem(bytes: Uint8Array, name = "bpf_object"): BpfObject {
+    // libbpf parses the ELF in place until load: keep the bytes alive with it.
+    const copy = new Uint8Array(bytes);
+    takeLog();
+    const ptr = bpf().bpf_object__open_mem(copy, BigInt(copy.length), null);
+    if (!ptr) throw openError(`open BPF object "${name}"`);
+    return new BpfObject(ptr, name, copy);
+  }
+
+  /** Opens an object from a `.bpf.o` file. */
+  static openFile(path: string): BpfObject {
+    takeLog();
+    const ptr = bpf().bpf_object__open_file(cstr(path), null);
+    if (!ptr) throw openError(`open BPF object "${path}"`);
+    return new BpfObject(ptr, path);
+  }
+
+  /** The name this object was opened under. */
+  get name(): string {
+    return this.#name;
+  }
+
+  /** Whether {@linkcode load} has succeeded. */
+  get loaded(): boolean {
+    return this.#loaded;
+  }
+
+  /** Every program in the object, in ELF order. */
+  get programs(): Program[] {
+    const obj = live(this.#ptr, "BpfObject");
+    const out: Program[] = [];
+    for (
+      let p = bpf().bpf_object__next_program(obj, null);
+      p;
+      p = bpf().bpf_object__next_program(obj, p)
+    ) out.push(new Program(this, p));
+    return out;
+  }
+
+  /** Every map in the object, including `.rodata`/`.bss`. */
+  get maps(): BpfMap[] {
+    const obj = live(this.#ptr, "BpfObject");
+    const out: BpfMap[] = [];
+    for (
+      let m = bpf().bpf_object__next_map(obj, null);
+      m;
+      m = bpf().bpf_object__next_map(obj, m)
+    ) out.push(new BpfMap(this, m));
+    return out;
+  }
+
+  /** The program named `name` (its C function name). */
+  program(name: string): Program {
+    const found = this.programs.find((p) => p.name === name);
+    if (!found) throw new TypeError(`BPF object has no program "${name}"`);
+    return found;
+  }
+
+  /** The map named `name`; `".rodata"` etc. find the global-data maps. */
+  map(name: string): BpfMap {
+    const found = this.maps.find((m) =>
+      m.name === name || (name.startsWith(".") && m.name.endsWith(name))
+    );
+    if (!found) throw new TypeError(`BPF object has no map "${name}"`);
+    return found;
+  }
+
+  /** The object's own BTF. */
+  get btf(): Btf {
+    const ptr = bpf().bpf_object__btf(live(this.#ptr, "BpfObject"));
+    if (!ptr) throw new TypeError(`BPF object "${this.#name}" has no BTF`);
+    return new Btf(ptr);
+  }
+
+  /**
+   * Sets a `const volatile` global (in `.rodata`) before load: a number or
+   * bigint for an integer, a boolean for a bool, a string for a char array.
+   */
+  setConst(name: string, value: number | bigint | boolean | string): void {
+    if (this.#loaded) {
+      throw new TypeError(`Cannot set "${name}": the object is already loaded`);
+    }
+    const slot = this.btf.datasec(".rodata")?.find((v) => v.name === name);
+    if (!slot) throw new TypeError(`BPF object has no const volatile "${name}"`);
+    const map = live(this.map(".rodata").unsafeHandle, "BpfMap");
+    const sizeOut = new BigUint64Array(1);
+    const data = bpf().bpf_map__initial_value(map, sizeOut);
+    if (!data) throw new TypeError(`Cannot reach .rodata to set "${name}"`);
+    const bytes = new Uint8Array(
+      Deno.UnsafePointerView.getArrayBuffer(data, Number(sizeOut[0])),
+      slot.offset,
+      slot.size,
+    );
+    writeScalar(bytes, name, value);
+  }
+
+  /** Loads every program whose autoload is on, and creates the maps. */
+  load(): void {
+    const obj = live(this.#ptr, "BpfObject");
+    takeLog();
+    const ret = bpf().bpf_object__load(obj);
+    const log = takeLog();
+    if (ret < 0) {
+      throw new BpfError(`load BPF object "${this.#name}"`, -ret, { log });
+    }
+    this.#loaded = true;
+    this.#bytes = undefined;
+  }
+
+  /** UNSAFE: the raw `struct bpf_object *`, valid until close. */
+  get unsafeHandle(): Deno.PointerObject | null {
+    return this.#ptr;
+  }
+
+  /** Unloads the programs and frees the maps. Idempotent. */
+  close(): void {
+    if (this.#ptr === null) return;
+    bpf().bpf_object__close(this.#ptr);
+    this.#ptr = null;
+    this.#bytes = undefined;
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+function openError(operation: string): BpfError {
+  const code = errno() || 22;
+  return new BpfError(operation, code, { log: takeLog() });
+}
+
+function writeScalar(
+  bytes: Uint8Array,
+  name: string,
+  value: number | bigint | boolean | string,
+) {
+  if (typeof value === "string") {
+    const encoded = new TextEncoder().encode(value);
+    if (encoded.length >= bytes.length) {
+      throw new RangeError(
+        `"${name}" holds at most ${bytes.length - 1} bytes, got ${encoded.length}`,
+      );
+    }
+    bytes.fill(0);
+    bytes.set(encoded);
+    return;
+  }
+  const n = typeof value === "boolean" ? BigInt(value) : BigInt(value);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  switch (bytes.length) {
+    case 1:
+      return view.setUint8(0, Number(BigInt.asUintN(8, n)));
+    case 2:
+      return view.setUint16(0, Number(BigInt.asUintN(16, n)), true);
+    case 4:
+      return view.setUint32(0, Number(BigInt.asUintN(32, n)), true);
+    case 8:
+      return view.setBigUint64(0, BigInt.asUintN(64, n), true);
+  }
+  throw new TypeError(`"${name}" is ${bytes.length} bytes: not a scalar`);
+}
+
+/** A program inside a {@linkcode BpfObject}; borrowed, valid while it is open. */
+export class Program {
+  #obj: BpfObject;
+  #ptr: Deno.PointerObject;
+
+  /** @internal Use {@linkcode BpfObject.program}. */
+  constructor(obj: BpfObject, ptr: Deno.PointerObject) {
+    this.#obj = obj;
+    this.#ptr = ptr;
+  }
+
+  #p(): Deno.PointerObject {
+    live(this.#obj.unsafeHandle, "BpfObject");
+    return this.#ptr;
+  }
+
+  /** The C function name, e.g. `"fentry_unlink"`. */
+  get name(): string {
+    return readCString(bpf().bpf_program__name(this.#p()));
+  }
+
+  /** The ELF section, e.g. `"fentry/do_unlinkat"`. */
+  get section(): string {
+    return readCString(bpf().bpf_program__section_name(this.#p()));
+  }
+
+  /** Whether {@linkcode BpfObject.load} loads this program. */
+  get autoload(): boolean {
+    return bpf().bpf_program__autoload(this.#p());
+  }
+
+  set autoload(on: boolean) {
+    const ret = bpf().bpf_program__set_autoload(this.#p(), on);
+    if (ret < 0) {
+      throw new BpfError(`set autoload of "${this.name}"`, -ret, {
+        hint: "autoload can only change before load",
+      });
+    }
+  }
+
+  /** Attaches by the program's section name (fentry, kprobe, tracepoint, ...). */
+  attach(): Link {
+    takeLog();
+    const ptr = bpf().bpf_program__attach(this.#p());
+    if (!ptr) {
+      throw new BpfError(`attach "${this.name}" (${this.section})`, errno() || 22, {
+        log: takeLog(),
+      });
+    }
+    return new Link(ptr);
+  }
+}
+
+/** A map inside a {@linkcode BpfObject}; borrowed, valid while it is open. */
+export class BpfMap {
+  #obj: BpfObject;
+  #ptr: Deno.PointerObject;
+
+  /** @internal Use {@linkcode BpfObject.map}. */
+  constructor(obj: BpfObject, ptr: Deno.PointerObject) {
+    this.#obj = obj;
+    this.#ptr = ptr;
+  }
+
+  #p(): Deno.PointerObject {
+    live(this.#obj.unsafeHandle, "BpfObject");
+    return this.#ptr;
+  }
+
+  /** The map's name (`"events"`, or e.g. `"unlink_b.rodata"`). */
+  get name(): string {
+    return readCString(bpf().bpf_map__name(this.#p()));
+  }
+
+  /** The map's fd once loaded, else a negative number. */
+  get fd(): number {
+    return bpf().bpf_map__fd(this.#p());
+  }
+
+  /** `max_entries`: for a ring buffer, its size in bytes. */
+  get maxEntries(): number {
+    return bpf().bpf_map__max_entries(this.#p());
+  }
+
+  set maxEntries(n: number) {
+    const ret = bpf().bpf_map__set_max_entries(this.#p(), n);
+    if (ret < 0) {
+      throw new BpfError(`set max_entries of "${this.name}" to ${n}`, -ret);
+    }
+  }
+
+  /** The size of one value in bytes. */
+  get valueSize(): number {
+    return bpf().bpf_map__value_size(this.#p());
+  }
+
+  /** Looks `key` up and copies the value into `value` (sized for per-CPU maps). */
+  lookup(key: Uint8Array<ArrayBuffer>, value: Uint8Array<ArrayBuffer>): void {
+    const ret = bpf().bpf_map__lookup_elem(
+      this.#p(),
+      key,
+      BigInt(key.length),
+      value,
+      BigInt(value.length),
+      0n,
+    );
+    if (ret < 0) throw new BpfError(`look up in map "${this.name}"`, -ret);
+  }
+
+  /** UNSAFE: the raw `struct bpf_map *`, or null once the object is closed. */
+  get unsafeHandle(): Deno.PointerObject | null {
+    return this.#obj.unsafeHandle ? this.#ptr : null;
+  }
+}
+
+/** An attached program. Closing it detaches. */
+export class Link implements Disposable {
+  #ptr: Deno.PointerObject | null;
+
+  /** @internal Use {@linkcode Program.attach}. */
+  constructor(ptr: Deno.PointerObject) {
+    this.#ptr = ptr;
+  }
+
+  /** Whether the link is still attached. */
+  get attached(): boolean {
+    return this.#ptr !== null;
+  }
+
+  /** Detaches. Idempotent. */
+  close(): void {
+    if (this.#ptr === null) return;
+    bpf().bpf_link__destroy(this.#ptr);
+    this.#ptr = null;
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

@@ -1,0 +1,315 @@
+/**
+ * The unlink tracer: who deletes which file, and whether it worked.
+ *
+ * It loads the embedded `bpf/unlink.bpf.o`, picks the best attach method the
+ * kernel allows (fentry/fexit, then kprobes, then syscall tracepoints, each
+ * tried with a real load and attach), and yields one {@linkcode UnlinkEvent}
+ * per `do_unlinkat` call.
+ *
+ * @example Print the next ten unlinks (needs root)
+ * ```ts ignore
+ * import { UnlinkTracer } from "./unlink.ts";
+ *
+ * using tracer = UnlinkTracer.open({ failedOnly: false });
+ * console.error(`attached via ${tracer.method}`);
+ * let n = 0;
+ * for await (const e of tracer) {
+ *   console.log(e.tgid, e.comm, e.filename, e.ret);
+ *   if (++n === 10) break;
+ * }
+ * ```
+ *
+ * @module
+ */
+
+import { UNLINK_BPF_O } from "../bpf/unlink_bpf.ts";
+import { bpf } from "./_ffi.ts";
+import { AttachError, BpfError, NotSupportedError, PermissionError } from "./errors.ts";
+import { checkLayout, defineLayout, type RecordOf } from "./layout.ts";
+import { BpfObject, type Link } from "./object.ts";
+import { type RecordHandler, RingBuffer } from "./ring_buffer.ts";
+import { ensureTracefs } from "./tracefs.ts";
+
+/** `struct unlink_event` from `bpf/unlink.h`, declared once. */
+export const unlinkEvent = defineLayout("unlink_event", 304, {
+  ts_ns: ["u64", 0],
+  latency_ns: ["u64", 8],
+  tgid: ["u32", 16],
+  tid: ["u32", 20],
+  uid: ["u32", 24],
+  ret: ["i32", 28],
+  comm: ["char[16]", 32],
+  filename: ["char[256]", 48],
+});
+
+/**
+ * One `do_unlinkat` call: `tgid` is the process id, `ret` is 0 or -errno,
+ * `ts_ns` is CLOCK_MONOTONIC at return, `latency_ns` is return minus entry.
+ */
+export type UnlinkEvent = RecordOf<typeof unlinkEvent>;
+
+/** How the tracer hooks `do_unlinkat`, best first. */
+export const ATTACH_METHODS = ["fentry", "kprobe", "tracepoint"] as const;
+/** An attach method. */
+export type AttachMethod = typeof ATTACH_METHODS[number];
+
+/** Entry programs first: they are attached first and detached first. */
+const PROGRAMS: Record<AttachMethod, string[]> = {
+  fentry: ["fentry_unlink", "fexit_unlink"],
+  kprobe: ["kprobe_unlink", "kretprobe_unlink"],
+  tracepoint: ["tp_enter_unlink", "tp_enter_unlinkat", "tp_exit_unlink", "tp_exit_unlinkat"],
+};
+
+/** The default ring buffer size: 4 MiB. */
+export const DEFAULT_RING_SIZE = 4 * 1024 * 1024;
+/** BPF wakes the reader at most this often for a trickle (see bpf/unlink.bpf.c). */
+const WAKEUP_MS = 20;
+const BPF_MAP_TYPE_RINGBUF = 27;
+const CAP_SYS_ADMIN = 21n;
+const CAP_PERFMON = 38n;
+const CAP_BPF = 39n;
+
+/** Options for {@linkcode UnlinkTracer.open}. Filters run in the kernel. */
+export interface UnlinkTracerOptions {
+  /** Only this process (tgid). */
+  pid?: number;
+  /** Only this user id. */
+  uid?: number;
+  /** Only tasks whose comm is exactly this (at most 15 bytes). */
+  comm?: string;
+  /** Only unlinks that failed. */
+  failedOnly?: boolean;
+  /** `"auto"` (default) tries fentry, kprobe, tracepoint in turn. */
+  mode?: "auto" | AttachMethod;
+  /** Ring buffer size in bytes: a power of two, at least a page. Default 4 MiB. */
+  ringBufferSize?: number;
+}
+
+/** An attach method that was tried and did not work, and why. */
+export interface SkippedMethod {
+  method: AttachMethod;
+  reason: string;
+}
+
+/** Why a method failed, in a few words: `load refused (EPERM)`. */
+function reasonOf(error: unknown): string {
+  if (error instanceof BpfError) {
+    const stage = error.operation.startsWith("load") ? "load refused" : "attach failed";
+    return `${stage} (${error.code})`;
+  }
+  return error instanceof Error ? error.message : String(error);
+}
+
+function validate(options: UnlinkTracerOptions): number {
+  const size = options.ringBufferSize ?? DEFAULT_RING_SIZE;
+  if (!Number.isInteger(size) || size < 4096 || (size & (size - 1)) !== 0) {
+    throw new RangeError(
+      `Ring buffer size must be a power of two of at least 4096 bytes, got ${size}`,
+    );
+  }
+  for (const key of ["pid", "uid"] as const) {
+    const v = options[key];
+    if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 0xfffffffe)) {
+      throw new RangeError(`${key} must be an integer from 0 to 4294967294, got ${v}`);
+    }
+  }
+  if (options.pid === 0) throw new RangeError("pid must be a positive integer, got 0");
+  if (options.comm !== undefined) {
+    const n = new TextEncoder().encode(options.comm).length;
+    if (n === 0 || n > 15) {
+      throw new RangeError(`comm must be 1 to 15 bytes (the kernel's limit), got ${n}`);
+    }
+  }
+  const mode = options.mode ?? "auto";
+  if (mode !== "auto" && !ATTACH_METHODS.includes(mode)) {
+    throw new TypeError(`Unknown mode "${mode}": use auto, ${ATTACH_METHODS.join(", ")}`);
+  }
+  return size;
+}
+
+/** Throws a clear error if this kernel or process cannot run the tracer at all. */
+function preflight(): void {
+  bpf(); // libbpf is there, or LibbpfNotFoundError lists what was tried
+  let status = "";
+  try {
+    status = Deno.readTextFileSync("/proc/self/status");
+  } catch { /* no /proc: let the kernel answer instead */ }
+  const capEff = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1];
+  if (capEff !== undefined) {
+    const caps = BigInt(`0x${capEff}`);
+    const has = (cap: bigint) => (caps >> cap & 1n) === 1n;
+    if (!has(CAP_SYS_ADMIN) && !(has(CAP_BPF) && has(CAP_PERFMON))) {
+      throw new PermissionError();
+    }
+  }
+  try {
+    Deno.statSync("/sys/kernel/btf/vmlinux");
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) {
+      throw new NotSupportedError(
+        "Kernel BTF (/sys/kernel/btf/vmlinux)",
+        "Linux 5.5 or later built with CONFIG_DEBUG_INFO_BTF=y",
+      );
+    }
+  }
+  if (bpf().libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, null) === 0) {
+    throw new NotSupportedError("BPF ring buffer", "Linux 5.8 or later");
+  }
+}
+
+/**
+ * A running unlink tracer: the loaded object, its links and its ring buffer.
+ * Iterate it for events; close it (or let `using` do it) to detach.
+ */
+export class UnlinkTracer implements Disposable, AsyncIterable<UnlinkEvent> {
+  #obj: BpfObject;
+  #links: Link[];
+  #ring: RingBuffer;
+  #lostValue: Uint8Array<ArrayBuffer>;
+  #lostKey = new Uint8Array(4);
+  #lastLost = 0;
+  readonly #method: AttachMethod;
+  readonly #skipped: SkippedMethod[];
+
+  private constructor(
+    obj: BpfObject,
+    links: Link[],
+    method: AttachMethod,
+    skipped: SkippedMethod[],
+  ) {
+    this.#obj = obj;
+    this.#links = links;
+    this.#method = method;
+    this.#skipped = skipped;
+    this.#ring = new RingBuffer(obj.map("events"), { tailWaitMs: WAKEUP_MS + 5 });
+    this.#lostValue = new Uint8Array(8 * Math.max(1, bpf().libbpf_num_possible_cpus()));
+  }
+
+  /**
+   * Loads and attaches the tracer. In `"auto"` mode each method is tried with
+   * a real load and attach until one works; {@linkcode skipped} says why the
+   * others did not. A forced mode that fails throws an {@linkcode AttachError}.
+   */
+  static open(options: UnlinkTracerOptions = {}): UnlinkTracer {
+    const ringSize = validate(options);
+    preflight();
+    const mode = options.mode ?? "auto";
+    const methods = mode === "auto" ? ATTACH_METHODS : [mode];
+    const skipped: SkippedMethod[] = [];
+    for (const method of methods) {
+      let obj: BpfObject | undefined;
+      const links: Link[] = [];
+      try {
+        obj = openObject(options, ringSize, method);
+        if (method === "tracepoint") ensureTracefs();
+        for (const name of PROGRAMS[method]) links.push(obj.program(name).attach());
+        return new UnlinkTracer(obj, links, method, skipped);
+      } catch (error) {
+        for (const link of links.reverse()) link.close();
+        obj?.close();
+        if (!(error instanceof BpfError)) throw error;
+        skipped.push({ method, reason: reasonOf(error) });
+        if (mode !== "auto") throw new AttachError(skipped, error.log);
+      }
+    }
+    throw new AttachError(skipped);
+  }
+
+  /** The attach method in use. */
+  get method(): AttachMethod {
+    return this.#method;
+  }
+
+  /** The better methods that were tried first and failed, with reasons. */
+  get skipped(): SkippedMethod[] {
+    return this.#skipped.map((s) => ({ ...s }));
+  }
+
+  /** The ring buffer's size in bytes. */
+  get ringBufferSize(): number {
+    return this.#ring.size;
+  }
+
+  /**
+   * Unlinks that happened but could not be reported (ring buffer full),
+   * summed over all CPUs. Reads the kernel's counter on each access.
+   */
+  get lost(): number {
+    this.#obj.map("lost").lookup(this.#lostKey, this.#lostValue);
+    const counts = new BigUint64Array(this.#lostValue.buffer);
+    let sum = 0n;
+    for (const n of counts) sum += n;
+    return Number(sum);
+  }
+
+  /** How much {@linkcode lost} grew since the last call (0 if it did not). */
+  newlyLost(): number {
+    const now = this.lost;
+    const grew = now - this.#lastLost;
+    this.#lastLost = now;
+    return grew;
+  }
+
+  /** Yields events until {@linkcode stop} or close. */
+  [Symbol.asyncIterator](): AsyncIterator<UnlinkEvent> {
+    return this.#ring.records(unlinkEvent);
+  }
+
+  /**
+   * Low level, for consumers that format bytes directly: hands every record
+   * in the ring to `fn` (decode with {@linkcode unlinkEvent}). Returns the count.
+   */
+  drain(fn: RecordHandler): number {
+    return this.#ring.drain(fn);
+  }
+
+  /** Low level: waits for records; `false` once stopped. See {@linkcode RingBuffer.wait}. */
+  wait(): Promise<boolean> {
+    return this.#ring.wait();
+  }
+
+  /**
+   * Detaches the probes and ends iteration once the events already in the
+   * ring are delivered. Safe to call from a signal handler. Idempotent.
+   */
+  stop(): void {
+    for (const link of this.#links) link.close();
+    this.#ring.stop();
+  }
+
+  /** Detaches, unmaps the ring and unloads the object. Idempotent. */
+  close(): void {
+    this.stop();
+    this.#ring.close();
+    this.#obj.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+function openObject(
+  options: UnlinkTracerOptions,
+  ringSize: number,
+  method: AttachMethod,
+): BpfObject {
+  const obj = BpfObject.openMem(UNLINK_BPF_O, "unlink");
+  try {
+    checkLayout(unlinkEvent, obj.btf.struct("unlink_event"));
+    if (options.pid !== undefined) obj.setConst("targ_tgid", options.pid);
+    if (options.uid !== undefined) obj.setConst("targ_uid", options.uid);
+    if (options.comm !== undefined) obj.setConst("targ_comm", options.comm);
+    if (options.failedOnly) obj.setConst("targ_failed", true);
+    obj.setConst("wakeup_bytes", Math.min(256 * 1024, ringSize / 4));
+    obj.setConst("wakeup_ns", WAKEUP_MS * 1_000_000);
+    obj.map("events").maxEntries = ringSize;
+    const wanted = new Set(PROGRAMS[method]);
+    for (const prog of obj.programs) prog.autoload = wanted.has(prog.name);
+    obj.load();
+    return obj;
+  } catch (error) {
+    obj.close();
+    throw error;
+  }
+}
