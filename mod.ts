@@ -1,0 +1,74 @@
+/**
+ * deno_bpf: eBPF from TypeScript. Binds the system's libbpf with
+ * `Deno.dlopen` (no compiler, no helper binary) and traces who deletes which
+ * file, and whether it worked.
+ *
+ * Needs Linux >= 5.8 with BTF, libbpf >= 1.0, root (or CAP_BPF and
+ * CAP_PERFMON), and `--allow-ffi` (unscoped: scoped FFI grants break pointer
+ * views) plus `--allow-read`/`--allow-write` for /proc, /sys and tracefs.
+ *
+ * @example Trace unlinks with the library (needs root)
+ * ```ts ignore
+ * import { UnlinkTracer } from "./mod.ts";
+ *
+ * using tracer = UnlinkTracer.open({ failedOnly: true });
+ * Deno.addSignalListener("SIGINT", () => tracer.stop());
+ * for await (const e of tracer) {
+ *   console.log(`${e.comm}[${e.tgid}] ${e.filename} -> ${e.ret}`);
+ * }
+ * console.log(`lost ${tracer.lost}`);
+ * ```
+ *
+ * @module
+ */
+
+export { libbpfVersionString } from "./lib/_ffi.ts";
+export {
+  AttachError,
+  BpfError,
+  check,
+  LayoutMismatchError,
+  LibbpfNotFoundError,
+  NotSupportedError,
+  PermissionError,
+} from "./lib/errors.ts";
+export { errnoDescription, errnoName } from "./lib/errno.ts";
+export { Btf, type BtfSlot, type BtfStruct } from "./lib/btf.ts";
+export {
+  checkLayout,
+  decodeCString,
+  type Decoded,
+  defineLayout,
+  type Fields,
+  fieldSize,
+  type FieldSpec,
+  type FieldType,
+  type FieldValue,
+  type Layout,
+  type RecordOf,
+} from "./lib/layout.ts";
+export { type LogHandler, type LogLevel, logToStderr, setLogHandler, takeLog } from "./lib/log.ts";
+export { BpfMap, BpfObject, Link, Program } from "./lib/object.ts";
+export { type RecordHandler, RingBuffer, type RingBufferOptions } from "./lib/ring_buffer.ts";
+export { ensureTracefs, TRACEFS } from "./lib/tracefs.ts";
+export { monotonicToEpochMs } from "./lib/clock.ts";
+export {
+  ATTACH_METHODS,
+  type AttachMethod,
+  DEFAULT_RING_SIZE,
+  type SkippedMethod,
+  type UnlinkEvent,
+  unlinkEvent,
+  UnlinkTracer,
+  type UnlinkTracerOptions,
+} from "./lib/unlink.ts";
+export {
+  attachText,
+  envelope,
+  errorOf,
+  eventData,
+  formatJson,
+  formatText,
+  retText,
+  TEXT_HEADER,
+} from "./lib/format.ts";

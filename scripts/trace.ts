@@ -1,0 +1,250 @@
+#!/usr/bin/env -S deno run -A
+/**
+ * Live unlink events: who deletes which file, and whether it worked.
+ *
+ *   sudo deno run -A scripts/trace.ts              # formatted lines; Ctrl-C stops
+ *   sudo deno run -A scripts/trace.ts --json | jq  # one JSON object per line
+ *   sudo deno run -A scripts/trace.ts -x -n rm     # failed unlinks by rm only
+ *
+ * Run with --help for every option.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { styleText } from "node:util";
+import {
+  ATTACH_METHODS,
+  type AttachMethod,
+  attachText,
+  DEFAULT_RING_SIZE,
+  envelope,
+  formatJson,
+  formatText,
+  logToStderr,
+  setLogHandler,
+  TEXT_HEADER,
+  unlinkEvent,
+  UnlinkTracer,
+  type UnlinkTracerOptions,
+} from "../mod.ts";
+
+const USAGE = `Usage: sudo deno run -A scripts/trace.ts [options]
+
+Trace unlinks (file deletions) system-wide: who, which file, and the result.
+
+Options:
+  -p, --pid PID          only this process id
+  -u, --uid UID          only this user id
+  -n, --name COMM        only tasks with exactly this command name (<= 15 bytes)
+  -x, --failed           only failed unlinks
+  -j, --json             one JSON object per line on stdout
+      --count N          exit after N events
+      --duration SECONDS exit after this many seconds
+      --mode MODE        auto (default), ${ATTACH_METHODS.join(", ")}
+      --ringbuf-size N   ring buffer bytes: a power of two >= 4096; K/M suffixes
+                         allowed (default ${DEFAULT_RING_SIZE / 1024 / 1024}M)
+  -v, --verbose          show libbpf's log
+  -h, --help             show this help
+
+Text columns: TIME PID COMM RET LAT(us) FILENAME; RET is 0 or the errno name.
+State lines (attached via ..., lost N) go to stderr. Ctrl-C, SIGTERM, --count
+and --duration all detach, print a summary and exit 0.`;
+
+/** What the command line asks for. */
+export interface TraceArgs {
+  tracer: UnlinkTracerOptions;
+  json: boolean;
+  count?: number;
+  durationMs?: number;
+  verbose: boolean;
+  help: boolean;
+}
+
+/** A bad command line: the message is printed with the usage, exit status 2. */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+function integer(flag: string, text: string | undefined, min: number, max: number) {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n < min || n > max) {
+    throw new UsageError(`${flag} needs an integer from ${min} to ${max}, got "${text}"`);
+  }
+  return n;
+}
+
+function ringSize(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const m = /^(\d+)([kKmM]?)$/.exec(text);
+  const n = m ? Number(m[1]) * ({ k: 1024, m: 1024 * 1024 }[m[2].toLowerCase()] ?? 1) : NaN;
+  if (!(n >= 4096) || (n & (n - 1)) !== 0 || n > 2 ** 30) {
+    throw new UsageError(
+      `--ringbuf-size needs a power of two from 4096 to 1G bytes, got "${text}"`,
+    );
+  }
+  return n;
+}
+
+/** Parses the command line; throws {@linkcode UsageError} on anything wrong. */
+export function parseTraceArgs(args: string[]): TraceArgs {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        pid: { type: "string", short: "p" },
+        uid: { type: "string", short: "u" },
+        name: { type: "string", short: "n" },
+        failed: { type: "boolean", short: "x" },
+        json: { type: "boolean", short: "j" },
+        count: { type: "string" },
+        duration: { type: "string" },
+        mode: { type: "string" },
+        "ringbuf-size": { type: "string" },
+        verbose: { type: "boolean", short: "v" },
+        help: { type: "boolean", short: "h" },
+      },
+    }));
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
+  const mode = values.mode ?? "auto";
+  if (mode !== "auto" && !ATTACH_METHODS.includes(mode as AttachMethod)) {
+    throw new UsageError(`--mode must be auto, ${ATTACH_METHODS.join(", ")}; got "${mode}"`);
+  }
+  const name = values.name;
+  if (name !== undefined && (name === "" || new TextEncoder().encode(name).length > 15)) {
+    throw new UsageError(`--name needs 1 to 15 bytes (the kernel's comm limit), got "${name}"`);
+  }
+  let durationMs: number | undefined;
+  if (values.duration !== undefined) {
+    const s = Number(values.duration);
+    if (!/^\d+(\.\d+)?$/.test(values.duration) || !(s > 0) || s > 31_536_000) {
+      throw new UsageError(
+        `--duration needs a positive number of seconds, got "${values.duration}"`,
+      );
+    }
+    durationMs = s * 1000;
+  }
+  return {
+    tracer: {
+      pid: integer("--pid", values.pid, 1, 0xfffffffe),
+      uid: integer("--uid", values.uid, 0, 0xfffffffe),
+      comm: name,
+      failedOnly: values.failed ?? false,
+      mode: mode as UnlinkTracerOptions["mode"],
+      ringBufferSize: ringSize(values["ringbuf-size"]),
+    },
+    json: values.json ?? false,
+    count: integer("--count", values.count, 1, Number.MAX_SAFE_INTEGER),
+    durationMs,
+    verbose: values.verbose ?? false,
+    help: values.help ?? false,
+  };
+}
+
+/** Collects lines and writes them to stdout in one call per batch. */
+class LineWriter {
+  #lines: string[] = [];
+  #encoder = new TextEncoder();
+
+  push(line: string) {
+    this.#lines.push(line);
+  }
+
+  flush() {
+    if (this.#lines.length === 0) return;
+    this.#lines.push("");
+    let bytes = this.#encoder.encode(this.#lines.join("\n"));
+    this.#lines.length = 0;
+    while (bytes.length > 0) bytes = bytes.subarray(Deno.stdout.writeSync(bytes));
+  }
+}
+
+function status(line: string) {
+  Deno.stderr.writeSync(new TextEncoder().encode(line + "\n"));
+}
+
+/** Runs the tracer until stopped; returns the exit status. */
+export async function trace(args: TraceArgs): Promise<number> {
+  setLogHandler(args.verbose ? logToStderr : undefined);
+  using tracer = UnlinkTracer.open(args.tracer);
+  const out = new LineWriter();
+  const color = !args.json && Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
+
+  const stop = () => tracer.stop();
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  const timer = args.durationMs === undefined ? undefined : setTimeout(stop, args.durationMs);
+
+  status(attachText(tracer.method, tracer.skipped));
+  if (args.json) out.push(envelope("attach", { method: tracer.method, skipped: tracer.skipped }));
+  else out.push(color ? styleText("bold", TEXT_HEADER, { validateStream: false }) : TEXT_HEADER);
+
+  let events = 0;
+  const limit = args.count ?? Infinity;
+  const format = args.json
+    ? formatJson
+    : (e: Parameters<typeof formatText>[0]) => formatText(e, color);
+  const onRecord = (bytes: Uint8Array, offset: number) => {
+    if (events >= limit) return;
+    out.push(format(unlinkEvent.decode(bytes, offset)));
+    if (++events === limit) stop();
+  };
+
+  try {
+    for (;;) {
+      const more = await tracer.wait();
+      tracer.drain(onRecord);
+      const lost = tracer.newlyLost();
+      if (lost > 0) {
+        if (args.json) out.push(envelope("lost", { count: lost }));
+        else status(`lost ${lost} events (ring buffer full; try a larger --ringbuf-size)`);
+      }
+      out.flush();
+      if (!more) break;
+    }
+    tracer.stop();
+    const lost = tracer.lost;
+    if (args.json) out.push(envelope("summary", { events, lost }));
+    out.flush();
+    status(`${events} events, ${lost} lost`);
+  } catch (error) {
+    if (error instanceof Deno.errors.BrokenPipe) return 0; // e.g. `| head`
+    throw error;
+  } finally {
+    clearTimeout(timer);
+    Deno.removeSignalListener("SIGINT", stop);
+    Deno.removeSignalListener("SIGTERM", stop);
+  }
+  return 0;
+}
+
+/** The script's entry point: parses, traces, and turns errors into one line. */
+export async function main(argv: string[]): Promise<number> {
+  let args: TraceArgs;
+  try {
+    args = parseTraceArgs(argv);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    status(`trace: ${error.message}\n\n${USAGE}`);
+    return 2;
+  }
+  if (args.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  try {
+    return await trace(args);
+  } catch (error) {
+    status(`trace: ${error instanceof Error ? error.message : String(error)}`);
+    if (args.verbose && error instanceof Error && error.stack) status(error.stack);
+    return 1;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
