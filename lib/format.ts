@@ -33,8 +33,8 @@ export const TEXT_HEADER = `${"TIME".padEnd(12)} ${"PID".padStart(7)} ${"COMM".p
 
 /** Replaces control characters so a hostile filename cannot drive the terminal. */
 export function escapeControl(s: string): string {
-  // deno-lint-ignore no-control-regex
   return s.replace(
+    // deno-lint-ignore no-control-regex
     /[\x00-\x1f\x7f]/g,
     (ch) => `\\x${ch.charCodeAt(0).toString(16).padStart(2, "0")}`,
   );
@@ -62,7 +62,23 @@ export function formatText(e: UnlinkEvent, color = false): string {
 }
 
 /** The `data` of a JSON `event` line. */
-export function eventData(e: UnlinkEvent) {
+export interface EventJson {
+  /** ISO-8601 wall-clock time at return. */
+  time: string;
+  pid: number;
+  tid: number;
+  uid: number;
+  comm: string;
+  filename: string;
+  /** 0 or -errno. */
+  ret: number;
+  /** The errno name for a failure, else null. */
+  error: string | null;
+  latency_ns: number;
+}
+
+/** The `data` of a JSON `event` line. */
+export function eventData(e: UnlinkEvent): EventJson {
   return {
     time: new Date(monotonicToEpochMs(e.ts_ns)).toISOString(),
     pid: e.tgid,

@@ -61,6 +61,14 @@ function keep(text: string) {
  */
 export function setLogHandler(fn?: LogHandler): void {
   handler = fn;
+  installLog();
+}
+
+/**
+ * Routes libbpf's log through deno_bpf (kept quietly unless a handler is
+ * set) instead of libbpf's default of printing to stderr. Idempotent.
+ */
+export function installLog(): void {
   if (callback) return;
   callback = new Deno.UnsafeCallback(
     { parameters: ["i32", "pointer", "pointer"], result: "i32" } as const,

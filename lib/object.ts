@@ -21,7 +21,7 @@
 import { bpf, cstr, errno, readCString } from "./_ffi.ts";
 import { Btf } from "./btf.ts";
 import { BpfError } from "./errors.ts";
-import { takeLog } from "./log.ts";
+import { installLog, takeLog } from "./log.ts";
 
 /** The use-after-close guard shared by every handle. */
 function live<T>(ptr: T | null, what: string): T {
@@ -46,14 +46,20 @@ export class BpfObject implements Disposable {
   static openMem(bytes: Uint8Array, name = "bpf_object"): BpfObject {
     // libbpf parses the ELF in place until load: keep the bytes alive with it.
     const copy = new Uint8Array(bytes);
+    installLog();
     takeLog();
-    const ptr = bpf().bpf_object__open_mem(copy, BigInt(copy.length), null);
+    // struct bpf_object_open_opts { size_t sz; const char *object_name; ... }:
+    // libbpf accepts a prefix of the struct, sized by sz.
+    const cname = cstr(name);
+    const opts = new BigUint64Array([16n, Deno.UnsafePointer.value(Deno.UnsafePointer.of(cname))]);
+    const ptr = bpf().bpf_object__open_mem(copy, BigInt(copy.length), Deno.UnsafePointer.of(opts));
     if (!ptr) throw openError(`open BPF object "${name}"`);
     return new BpfObject(ptr, name, copy);
   }
 
   /** Opens an object from a `.bpf.o` file. */
   static openFile(path: string): BpfObject {
+    installLog();
     takeLog();
     const ptr = bpf().bpf_object__open_file(cstr(path), null);
     if (!ptr) throw openError(`open BPF object "${path}"`);

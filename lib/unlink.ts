@@ -25,13 +25,13 @@
 import { UNLINK_BPF_O } from "../bpf/unlink_bpf.ts";
 import { bpf } from "./_ffi.ts";
 import { AttachError, BpfError, NotSupportedError, PermissionError } from "./errors.ts";
-import { checkLayout, defineLayout, type RecordOf } from "./layout.ts";
+import { checkLayout, defineLayout, type Layout, type RecordOf } from "./layout.ts";
 import { BpfObject, type Link } from "./object.ts";
 import { type RecordHandler, RingBuffer } from "./ring_buffer.ts";
 import { ensureTracefs } from "./tracefs.ts";
 
-/** `struct unlink_event` from `bpf/unlink.h`, declared once. */
-export const unlinkEvent = defineLayout("unlink_event", 304, {
+/** The fields of `struct unlink_event` (bpf/unlink.h): C type and byte offset. */
+const UNLINK_FIELDS = {
   ts_ns: ["u64", 0],
   latency_ns: ["u64", 8],
   tgid: ["u32", 16],
@@ -40,7 +40,14 @@ export const unlinkEvent = defineLayout("unlink_event", 304, {
   ret: ["i32", 28],
   comm: ["char[16]", 32],
   filename: ["char[256]", 48],
-});
+} as const;
+
+/** `struct unlink_event` from `bpf/unlink.h`, declared once. */
+export const unlinkEvent: Layout<typeof UNLINK_FIELDS> = defineLayout(
+  "unlink_event",
+  304,
+  UNLINK_FIELDS,
+);
 
 /**
  * One `do_unlinkat` call: `tgid` is the process id, `ret` is 0 or -errno,

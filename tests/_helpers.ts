@@ -1,0 +1,110 @@
+/**
+ * Shared test plumbing: kernel tests that skip with a reason outside CI and
+ * fail inside it, and a child process that unlinks on cue.
+ *
+ * @module
+ */
+
+const CI = Deno.env.get("CI") === "true";
+const root = new URL("..", import.meta.url).pathname;
+
+/** The repository root, with a trailing slash. */
+export const ROOT = root;
+
+/** Why kernel tests cannot run here, or undefined if they can. */
+export function kernelSkipReason(): string | undefined {
+  if (Deno.uid() !== 0) return "needs root";
+  try {
+    Deno.dlopen(Deno.env.get("LIBBPF_PATH") ?? "libbpf.so.1", {}).close();
+  } catch {
+    return "needs libbpf (apt-get install libbpf1)";
+  }
+  return undefined;
+}
+
+/**
+ * A test that needs root and a BPF-capable kernel. Outside CI it is skipped
+ * with the reason printed; with CI=true a would-be skip fails.
+ */
+export function kernelTest(name: string, fn: () => Promise<void> | void): void {
+  const reason = kernelSkipReason();
+  if (reason && !CI) {
+    console.log(`skipping "${name}": ${reason}`);
+    Deno.test({ name, ignore: true, fn });
+    return;
+  }
+  Deno.test({
+    name,
+    fn: reason ? () => Promise.reject(new Error(`cannot run in CI: ${reason}`)) : fn,
+    sanitizeResources: false,
+  });
+}
+
+/** What the child reports for each operation. */
+export interface UnlinkResult {
+  op: string;
+  path: string;
+  ret: number;
+  errno: number;
+}
+
+/** A child that has started and waits for {@linkcode Unlinker.go}. */
+export interface Unlinker {
+  pid: number;
+  /** Lets the child run its operations; resolves with their results. */
+  go(): Promise<UnlinkResult[]>;
+}
+
+/** Starts `tests/_unlinker.ts` with `ops` (e.g. `"unlink:/tmp/x"`). */
+export async function spawnUnlinker(ops: string[]): Promise<Unlinker> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${root}tests/_unlinker.ts`, ...ops],
+    stdin: "piped",
+    stdout: "piped",
+  }).spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).values();
+  let text = "";
+  while (!text.includes("ready\n")) {
+    const { value, done } = await lines.next();
+    if (done) throw new Error("unlinker exited before it was ready");
+    text += value;
+  }
+  return {
+    pid: child.pid,
+    async go() {
+      const writer = child.stdin.getWriter();
+      await writer.write(new TextEncoder().encode("go\n"));
+      await writer.close();
+      for await (const chunk of { [Symbol.asyncIterator]: () => lines }) text += chunk;
+      await child.status;
+      return JSON.parse(text.slice(text.indexOf("\n") + 1));
+    },
+  };
+}
+
+/** A fresh temp dir holding the named empty files (and dirs, names ending in /). */
+export function scratch(names: string[]): string {
+  const dir = Deno.makeTempDirSync({ prefix: "dbpf_test_" });
+  for (const name of names) {
+    if (name.endsWith("/")) Deno.mkdirSync(`${dir}/${name}`);
+    else Deno.writeTextFileSync(`${dir}/${name}`, "");
+  }
+  return dir;
+}
+
+/** The BPF objects (links, programs, maps) this process holds fds for. */
+export function bpfFds(): string[] {
+  const out: string[] = [];
+  for (const entry of Deno.readDirSync("/proc/self/fd")) {
+    try {
+      const target = Deno.readLinkSync(`/proc/self/fd/${entry.name}`);
+      if (target.startsWith("anon_inode:bpf")) out.push(target);
+    } catch { /* closed meanwhile */ }
+  }
+  return out;
+}
+
+/** How many fds this process has open. */
+export function fdCount(): number {
+  return [...Deno.readDirSync("/proc/self/fd")].length;
+}
