@@ -1,0 +1,325 @@
+/**
+ * scripts/trace.ts as a user runs it: a subprocess, its flags, its output
+ * envelope, its exit status, and what it leaves behind.
+ */
+
+import assert from "node:assert/strict";
+import { parseTraceArgs, UsageError } from "../scripts/trace.ts";
+import { kernelTest, ROOT, scratch, spawnUnlinker } from "./_helpers.ts";
+
+const SCRIPT = `${ROOT}scripts/trace.ts`;
+const EXPECTED = Deno.env.get("DENO_BPF_EXPECT_METHOD");
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs trace.ts to completion with no kernel involvement expected. */
+async function runScript(args: string[], env: Record<string, string> = {}): Promise<Run> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", SCRIPT, ...args],
+    env: { NO_COLOR: "1", ...env },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder();
+  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+}
+
+/**
+ * Starts trace.ts, waits until it reports attached, runs `during`, then
+ * SIGINTs it and returns everything it printed.
+ */
+async function traceWhile(args: string[], during: () => Promise<void>): Promise<Run> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", SCRIPT, ...args],
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stdout = new Response(child.stdout).text();
+  const errLines = child.stderr.pipeThrough(new TextDecoderStream());
+  let stderr = "";
+  const reader = errLines.getReader();
+  while (!stderr.includes("attached via")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    stderr += value;
+  }
+  await during();
+  await new Promise((r) => setTimeout(r, 300));
+  child.kill("SIGINT");
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    stderr += value;
+  }
+  const status = await child.status;
+  return { code: status.code, stdout: await stdout, stderr };
+}
+
+function ourPrograms(): string[] {
+  const out = new Deno.Command("bpftool", { args: ["-j", "prog", "show"] }).outputSync();
+  assert.ok(out.success, "bpftool prog show failed: is bpftool installed?");
+  const progs: { name?: string; pids?: unknown[] }[] = JSON.parse(
+    new TextDecoder().decode(out.stdout),
+  );
+  const ours = /^(fentry|fexit|kprobe|kretprobe|tp_enter|tp_exit)_unlin/;
+  // Programs that another live process holds (say, a benchmark) are not a
+  // leak; one that no process holds would be.
+  return progs.filter((p) => ours.test(p.name ?? "") && !p.pids?.length).map((p) => p.name!);
+}
+
+kernelTest(
+  "trace.ts --json prints the attach, event and summary envelope, exits 0 and leaves no program behind",
+  async () => {
+    const dir = scratch(["a", "b"]);
+    const child = await spawnUnlinker([
+      `unlink:${dir}/a`,
+      `unlinkat:${dir}/b`,
+      `unlinkat:${dir}/missing`,
+    ]);
+    const run = await traceWhile(["--json", "-p", String(child.pid)], async () => {
+      await child.go();
+    });
+    Deno.removeSync(dir, { recursive: true });
+    assert.equal(run.code, 0, run.stderr);
+    const lines = run.stdout.trimEnd().split("\n").map((l) => JSON.parse(l));
+    const [attach, ...rest] = lines;
+    assert.equal(attach.type, "attach");
+    assert.ok(["fentry", "kprobe", "tracepoint"].includes(attach.data.method));
+    if (EXPECTED) assert.equal(attach.data.method, EXPECTED);
+    for (const s of attach.data.skipped) assert.deepEqual(Object.keys(s), ["method", "reason"]);
+    assert.match(run.stderr, new RegExp(`^attached via ${attach.data.method}`, "m"));
+
+    const events = rest.filter((l) => l.type === "event").map((l) => l.data);
+    assert.deepEqual(
+      events.map(({ time: _t, latency_ns: _l, ...fixed }) => fixed),
+      [
+        ["a", 0, null],
+        ["b", 0, null],
+        ["missing", -2, "ENOENT"],
+      ].map(([name, ret, error]) => ({
+        pid: child.pid,
+        tid: child.pid,
+        uid: 0,
+        comm: "dbpf_unlinker",
+        filename: `${dir}/${name}`,
+        ret,
+        error,
+      })),
+    );
+    for (const e of events) {
+      assert.ok(e.latency_ns > 0);
+      assert.ok(Math.abs(Date.parse(e.time) - Date.now()) < 60_000, e.time);
+      assert.match(e.time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    }
+    assert.deepEqual(lines.at(-1), { type: "summary", data: { events: 3, lost: 0 } });
+    assert.deepEqual(ourPrograms(), [], "no deno_bpf program remains loaded after exit");
+  },
+);
+
+kernelTest("trace.ts text mode aligns under the header and -x shows only failures", async () => {
+  const dir = scratch(["ok"]);
+  const child = await spawnUnlinker([`unlink:${dir}/ok`, `unlink:${dir}/gone`]);
+  const run = await traceWhile(["-x", "-p", String(child.pid)], () => child.go().then(() => {}));
+  Deno.removeSync(dir, { recursive: true });
+  assert.equal(run.code, 0, run.stderr);
+  const [header, ...rows] = run.stdout.trimEnd().split("\n");
+  assert.match(header, /^TIME\s+PID COMM\s+RET\s+LAT\(us\) FILENAME$/);
+  assert.equal(rows.length, 1, run.stdout);
+  assert.match(rows[0], /^\d\d:\d\d:\d\d\.\d{3}\s+\d+ dbpf_unlinker\s+ENOENT\s+\d+\.\d /);
+  assert.ok(rows[0].endsWith(` ${dir}/gone`));
+  assert.equal(
+    rows[0].indexOf(String(child.pid)) + String(child.pid).length,
+    header.indexOf("PID") + 3,
+  );
+  assert.equal(rows[0].indexOf("ENOENT"), header.indexOf("RET"));
+  assert.equal(rows[0].indexOf(`${dir}/gone`), header.indexOf("FILENAME"));
+  assert.match(run.stderr, /^1 events, 0 lost$/m);
+});
+
+kernelTest(
+  "trace.ts --duration and --count stop by themselves with a summary and exit 0",
+  async () => {
+    const timed = await runScript(["--json", "--duration", "0.5", "-p", "999999"]);
+    assert.equal(timed.code, 0, timed.stderr);
+    assert.deepEqual(JSON.parse(timed.stdout.trimEnd().split("\n").at(-1)!), {
+      type: "summary",
+      data: { events: 0, lost: 0 },
+    });
+
+    const dir = scratch(["1", "2", "3"]);
+    const child = await spawnUnlinker(["1", "2", "3"].map((f) => `unlink:${dir}/${f}`));
+    const counted = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", SCRIPT, "--json", "--count", "2", "-p", String(child.pid)],
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const stdout = new Response(counted.stdout).text();
+    const err = counted.stderr.getReader();
+    let text = "";
+    while (!text.includes("attached via")) {
+      text += new TextDecoder().decode(
+        (await err.read()).value,
+      );
+    }
+    await child.go();
+    const status = await counted.status;
+    Deno.removeSync(dir, { recursive: true });
+    assert.equal(status.code, 0);
+    const lines = (await stdout).trimEnd().split("\n").map((l) => JSON.parse(l));
+    assert.deepEqual(lines.filter((l) => l.type === "event").map((l) => l.data.filename), [
+      `${dir}/1`,
+      `${dir}/2`,
+    ]);
+    assert.deepEqual(lines.at(-1), { type: "summary", data: { events: 2, lost: 0 } });
+  },
+);
+
+kernelTest("trace.ts run without privileges says it needs root, in one line, exit 1", async () => {
+  const run = await new Deno.Command("setpriv", {
+    args: [
+      "--reuid=65534",
+      "--regid=65534",
+      "--clear-groups",
+      "--inh-caps=-all",
+      Deno.execPath(),
+      "run",
+      "-A",
+      SCRIPT,
+    ],
+    env: { DENO_DIR: Deno.makeTempDirSync(), HOME: "/tmp", NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(run.stderr);
+  assert.equal(run.code, 1, stderr);
+  assert.equal(
+    stderr,
+    "trace: deno_bpf needs root (or CAP_BPF and CAP_PERFMON); run it with sudo\n",
+  );
+});
+
+kernelTest(
+  "trace.ts without libbpf names every path tried and the package to install",
+  async () => {
+    // Hide the system's libbpf in a private mount namespace.
+    const lib = Deno.realPathSync("/usr/lib/x86_64-linux-gnu/libbpf.so.1");
+    const run = await new Deno.Command("unshare", {
+      args: [
+        "-m",
+        "sh",
+        "-c",
+        `mount --bind /dev/null ${lib} && exec "$0" run -A ${SCRIPT}`,
+        Deno.execPath(),
+      ],
+      env: { NO_COLOR: "1", LIBBPF_PATH: "/opt/nowhere/libbpf.so" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(run.stderr);
+    assert.equal(run.code, 1, stderr);
+    assert.equal(stderr.split("\n").length, 2, `one line: ${stderr}`);
+    assert.match(
+      stderr,
+      /^trace: Cannot load libbpf >= 1\.0; tried \/opt\/nowhere\/libbpf\.so \(.*\), libbpf\.so\.1 \(.*\), libbpf\.so\.0 \(.*\)/,
+    );
+    assert.match(stderr, /apt-get install libbpf1/);
+  },
+);
+
+Deno.test("trace.ts rejects unknown flags and bad values with the usage and exit 2", async () => {
+  for (
+    const [args, message] of [
+      [["--bogus"], "Unknown option '--bogus'"],
+      [["--pid", "abc"], '--pid needs an integer from 1 to 4294967294, got "abc"'],
+      [["--pid", "0"], '--pid needs an integer from 1 to 4294967294, got "0"'],
+      [["--ringbuf-size", "5000"], "--ringbuf-size needs a power of two"],
+      [["--mode", "uprobe"], '--mode must be auto, fentry, kprobe, tracepoint; got "uprobe"'],
+      [["--duration", "0"], "--duration needs a positive number"],
+      [["--duration=-1"], "--duration needs a positive number"],
+      [["--count"], "--count"],
+      [["extra"], "extra"],
+    ] as const
+  ) {
+    const run = await runScript([...args]);
+    assert.equal(run.code, 2, `${args.join(" ")}: ${run.stderr}`);
+    assert.ok(run.stderr.startsWith(`trace: `), run.stderr);
+    assert.ok(run.stderr.split("\n")[0].includes(message), `${args}: ${run.stderr.split("\n")[0]}`);
+    assert.match(run.stderr, /\n\nUsage: sudo deno run -A scripts\/trace\.ts/);
+    assert.equal(run.stdout, "");
+  }
+});
+
+Deno.test("trace.ts --help prints the usage on stdout and exits 0", async () => {
+  const run = await runScript(["--help"]);
+  assert.equal(run.code, 0);
+  assert.match(run.stdout, /^Usage: sudo deno run -A scripts\/trace\.ts/);
+  for (
+    const flag of [
+      "--pid",
+      "--uid",
+      "--name",
+      "--failed",
+      "--json",
+      "--count",
+      "--duration",
+      "--mode",
+      "--ringbuf-size",
+      "--verbose",
+    ]
+  ) {
+    assert.ok(run.stdout.includes(flag), flag);
+  }
+});
+
+Deno.test("parseTraceArgs maps flags to tracer options", () => {
+  const args = parseTraceArgs([
+    "-p",
+    "42",
+    "-u",
+    "0",
+    "-n",
+    "rm",
+    "-x",
+    "-j",
+    "--count",
+    "5",
+    "--duration",
+    "1.5",
+    "--mode",
+    "kprobe",
+    "--ringbuf-size",
+    "64K",
+    "-v",
+  ]);
+  assert.deepEqual(args, {
+    tracer: {
+      pid: 42,
+      uid: 0,
+      comm: "rm",
+      failedOnly: true,
+      mode: "kprobe",
+      ringBufferSize: 65536,
+    },
+    json: true,
+    count: 5,
+    durationMs: 1500,
+    verbose: true,
+    help: false,
+  });
+  assert.deepEqual(parseTraceArgs([]).tracer, {
+    pid: undefined,
+    uid: undefined,
+    comm: undefined,
+    failedOnly: false,
+    mode: "auto",
+    ringBufferSize: undefined,
+  });
+  assert.equal(parseTraceArgs(["--ringbuf-size", "4M"]).tracer.ringBufferSize, 4 * 1024 * 1024);
+  assert.throws(() => parseTraceArgs(["-n", "sixteen_bytes_xx"]), UsageError);
+  assert.throws(() => parseTraceArgs(["--ringbuf-size", "2048"]), UsageError);
+});
