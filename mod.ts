@@ -67,6 +67,7 @@ export {
   envelope,
   errorOf,
   eventData,
+  type EventJson,
   formatJson,
   formatText,
   retText,

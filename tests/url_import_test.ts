@@ -47,7 +47,11 @@ Deno.test("library code imports only relative paths and built-ins", () => {
     for (const entry of Deno.readDirSync(`${ROOT}${dir}`)) {
       if (!entry.name.endsWith(".ts")) continue;
       const text = Deno.readTextFileSync(`${ROOT}${dir}/${entry.name}`);
-      for (const [, from, bare] of text.matchAll(/\bfrom\s+["']([^"']+)["']|\bimport\s*\(?\s*["']([^"']+)["']/g)) {
+      for (
+        const [, from, bare] of text.matchAll(
+          /\bfrom\s+["']([^"']+)["']|\bimport\s*\(?\s*["']([^"']+)["']/g,
+        )
+      ) {
         const spec = from ?? bare;
         assert.match(spec, /^(\.\.?\/|node:)/, `${dir}/${entry.name} imports "${spec}"`);
       }
