@@ -11,6 +11,26 @@ const root = new URL("..", import.meta.url).pathname;
 /** The repository root, with a trailing slash. */
 export const ROOT = root;
 
+/**
+ * The attach mode kernel tests use: `DENO_BPF_TEST_MODE` (the VM suite runs
+ * them once per rung of the fallback ladder), else `"auto"`.
+ */
+export const TEST_MODE = (Deno.env.get("DENO_BPF_TEST_MODE") ?? "auto") as
+  | "auto"
+  | "fentry"
+  | "kprobe"
+  | "tracepoint";
+
+/** The method `auto` must pick on this kernel, where the caller knows it (the VM suite). */
+export const AUTO_METHOD: string | undefined = Deno.env.get("DENO_BPF_EXPECT_METHOD");
+
+/**
+ * The method the tests must see: the forced mode, or in auto mode
+ * `DENO_BPF_EXPECT_METHOD` where the caller knows the kernel (the VM suite
+ * sets `fentry`). Undefined when any working method is acceptable.
+ */
+export const EXPECTED_METHOD: string | undefined = TEST_MODE === "auto" ? AUTO_METHOD : TEST_MODE;
+
 /** Why kernel tests cannot run here, or undefined if they can. */
 export function kernelSkipReason(): string | undefined {
   if (Deno.uid() !== 0) return "needs root";

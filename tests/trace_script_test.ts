@@ -5,10 +5,16 @@
 
 import assert from "node:assert/strict";
 import { parseTraceArgs, UsageError } from "../scripts/trace.ts";
-import { kernelTest, ROOT, scratch, spawnUnlinker } from "./_helpers.ts";
+import {
+  EXPECTED_METHOD,
+  kernelTest,
+  ROOT,
+  scratch,
+  spawnUnlinker,
+  TEST_MODE,
+} from "./_helpers.ts";
 
 const SCRIPT = `${ROOT}scripts/trace.ts`;
-const EXPECTED = Deno.env.get("DENO_BPF_EXPECT_METHOD");
 
 interface Run {
   code: number;
@@ -34,7 +40,7 @@ async function runScript(args: string[], env: Record<string, string> = {}): Prom
  */
 async function traceWhile(args: string[], during: () => Promise<void>): Promise<Run> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", SCRIPT, ...args],
+    args: ["run", "-A", SCRIPT, "--mode", TEST_MODE, ...args],
     env: { NO_COLOR: "1" },
     stdout: "piped",
     stderr: "piped",
@@ -107,7 +113,7 @@ kernelTest(
     const [attach, ...rest] = lines;
     assert.equal(attach.type, "attach");
     assert.ok(["fentry", "kprobe", "tracepoint"].includes(attach.data.method));
-    if (EXPECTED) assert.equal(attach.data.method, EXPECTED);
+    if (EXPECTED_METHOD) assert.equal(attach.data.method, EXPECTED_METHOD);
     for (const s of attach.data.skipped) assert.deepEqual(Object.keys(s), ["method", "reason"]);
     assert.match(run.stderr, new RegExp(`^attached via ${attach.data.method}`, "m"));
 
@@ -161,7 +167,15 @@ kernelTest("trace.ts text mode aligns under the header and -x shows only failure
 kernelTest(
   "trace.ts --duration and --count stop by themselves with a summary and exit 0",
   async () => {
-    const timed = await runScript(["--json", "--duration", "0.5", "-p", "999999"]);
+    const timed = await runScript([
+      "--mode",
+      TEST_MODE,
+      "--json",
+      "--duration",
+      "0.5",
+      "-p",
+      "999999",
+    ]);
     assert.equal(timed.code, 0, timed.stderr);
     assert.deepEqual(JSON.parse(timed.stdout.trimEnd().split("\n").at(-1)!), {
       type: "summary",
@@ -171,7 +185,18 @@ kernelTest(
     const dir = scratch(["1", "2", "3"]);
     const child = await spawnUnlinker(["1", "2", "3"].map((f) => `unlink:${dir}/${f}`));
     const counted = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", SCRIPT, "--json", "--count", "2", "-p", String(child.pid)],
+      args: [
+        "run",
+        "-A",
+        SCRIPT,
+        "--mode",
+        TEST_MODE,
+        "--json",
+        "--count",
+        "2",
+        "-p",
+        String(child.pid),
+      ],
       stdout: "piped",
       stderr: "piped",
     }).spawn();
@@ -193,6 +218,33 @@ kernelTest(
       `${dir}/2`,
     ]);
     assert.deepEqual(lines.at(-1), { type: "summary", data: { events: 2, lost: 0 } });
+  },
+);
+
+kernelTest(
+  "trace.ts with a one-page ring reports every drop: events + lost == unlinks done",
+  async () => {
+    const n = 3000;
+    const names = Array.from({ length: n }, (_, i) => `f${i}`);
+    const dir = scratch(names);
+    const child = await spawnUnlinker(names.map((f) => `unlink:${dir}/${f}`));
+    const run = await traceWhile(
+      ["--json", "--ringbuf-size", "4096", "-p", String(child.pid)],
+      () => child.go().then(() => {}),
+    );
+    Deno.removeSync(dir, { recursive: true });
+    assert.equal(run.code, 0, run.stderr);
+    const lines = run.stdout.trimEnd().split("\n").map((l) => JSON.parse(l));
+    const events = lines.filter((l) => l.type === "event").length;
+    const lostLines = lines.filter((l) => l.type === "lost").reduce(
+      (sum, l) => sum + l.data.count,
+      0,
+    );
+    const summary = lines.at(-1);
+    assert.deepEqual(summary, { type: "summary", data: { events, lost: summary.data.lost } });
+    assert.equal(events + summary.data.lost, n, `${events} events + ${summary.data.lost} lost`);
+    assert.ok(summary.data.lost > 0, "a 4 KiB ring should overflow on a burst of 3000");
+    assert.equal(lostLines, summary.data.lost, "the lost lines add up to the summary");
   },
 );
 

@@ -11,10 +11,17 @@ import {
   UnlinkTracer,
   type UnlinkTracerOptions,
 } from "../mod.ts";
-import { bpfFds, fdCount, kernelTest, scratch, spawnUnlinker, type Unlinker } from "./_helpers.ts";
-
-/** The method this kernel must end on, where the caller knows it (the VM suite). */
-const EXPECTED = Deno.env.get("DENO_BPF_EXPECT_METHOD");
+import {
+  AUTO_METHOD,
+  bpfFds,
+  EXPECTED_METHOD,
+  fdCount,
+  kernelTest,
+  scratch,
+  spawnUnlinker,
+  TEST_MODE,
+  type Unlinker,
+} from "./_helpers.ts";
 
 /**
  * Opens a tracer, lets `child` run, and collects every event until the child
@@ -24,7 +31,7 @@ async function traceChild(
   options: UnlinkTracerOptions,
   child: Unlinker,
 ): Promise<{ events: UnlinkEvent[]; tracer: UnlinkTracer }> {
-  const tracer = UnlinkTracer.open(options);
+  const tracer = UnlinkTracer.open({ mode: TEST_MODE, ...options });
   const events: UnlinkEvent[] = [];
   const reading = (async () => {
     for await (const e of tracer) events.push(e);
@@ -67,7 +74,7 @@ kernelTest(
         assert.ok(e.ts_ns > 0);
       }
       assert.equal(tracer.lost, 0);
-      if (EXPECTED) assert.equal(tracer.method, EXPECTED);
+      if (EXPECTED_METHOD) assert.equal(tracer.method, EXPECTED_METHOD);
     } finally {
       tracer.close();
       Deno.removeSync(dir, { recursive: true });
@@ -95,7 +102,7 @@ kernelTest(
     for (const s of skipped) {
       assert.match(s.reason, /^(load refused|attach failed) \(E[A-Z0-9]+\)$/);
     }
-    if (EXPECTED) assert.equal(tracer.method, EXPECTED);
+    if (AUTO_METHOD) assert.equal(tracer.method, AUTO_METHOD);
   },
 );
 
@@ -154,7 +161,7 @@ kernelTest(
 
 kernelTest("close() detaches and leaves no BPF fd and no extra fd behind", async () => {
   const before = fdCount();
-  const tracer = UnlinkTracer.open();
+  const tracer = UnlinkTracer.open({ mode: TEST_MODE });
   assert.ok(bpfFds().length > 0, "an open tracer holds BPF fds");
   const reading = (async () => {
     for await (const _ of tracer);
@@ -170,7 +177,7 @@ kernelTest("close() detaches and leaves no BPF fd and no extra fd behind", async
 kernelTest("a stopped tracer still delivers what was in the ring", async () => {
   const dir = scratch(["late"]);
   const child = await spawnUnlinker([`unlink:${dir}/late`]);
-  using tracer = UnlinkTracer.open({ pid: child.pid });
+  using tracer = UnlinkTracer.open({ mode: TEST_MODE, pid: child.pid });
   await child.go();
   tracer.stop(); // before anyone read: the event is only in the ring
   const events: UnlinkEvent[] = [];
