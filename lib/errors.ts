@@ -44,11 +44,8 @@ export class NotSupportedError extends Error {
   /** What provides it, e.g. `"Linux 5.8"`. */
   readonly requires: string;
 
-  constructor(feature: string, requires: string, detail = "") {
-    super(
-      `${feature} is not supported here${detail ? ` (${detail})` : ""}: ` +
-        `it needs ${requires}`,
-    );
+  constructor(feature: string, requires: string) {
+    super(`This kernel lacks ${feature}: deno_bpf needs ${requires}`);
     this.name = "NotSupportedError";
     this.feature = feature;
     this.requires = requires;

@@ -154,13 +154,13 @@ function preflight(): void {
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) {
       throw new NotSupportedError(
-        "Kernel BTF (/sys/kernel/btf/vmlinux)",
+        "BTF (/sys/kernel/btf/vmlinux)",
         "Linux 5.5 or later built with CONFIG_DEBUG_INFO_BTF=y",
       );
     }
   }
   if (bpf().libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, null) === 0) {
-    throw new NotSupportedError("BPF ring buffer", "Linux 5.8 or later");
+    throw new NotSupportedError("BPF ring buffers", "Linux 5.8 or later");
   }
 }
 

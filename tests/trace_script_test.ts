@@ -300,6 +300,32 @@ kernelTest(
   },
 );
 
+kernelTest(
+  "trace.ts on a kernel without BTF names the feature and the kernel it needs",
+  async () => {
+    // Hide /sys/kernel/btf in a private mount namespace.
+    const run = await new Deno.Command("unshare", {
+      args: [
+        "-m",
+        "sh",
+        "-c",
+        `mount -t tmpfs none /sys/kernel/btf && exec "$0" run -A ${SCRIPT}`,
+        Deno.execPath(),
+      ],
+      env: { NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(run.stderr);
+    assert.equal(run.code, 1, stderr);
+    assert.equal(
+      stderr,
+      "trace: This kernel lacks BTF (/sys/kernel/btf/vmlinux): " +
+        "deno_bpf needs Linux 5.5 or later built with CONFIG_DEBUG_INFO_BTF=y\n",
+    );
+  },
+);
+
 Deno.test("trace.ts rejects unknown flags and bad values with the usage and exit 2", async () => {
   for (
     const [args, message] of [
