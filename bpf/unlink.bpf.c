@@ -119,7 +119,9 @@ static __always_inline __u64 wakeup_flag(__u64 now)
 	return BPF_RB_NO_WAKEUP;
 }
 
-static __always_inline int on_exit(long ret)
+/* ret is an int: do_unlinkat returns int since 5.11 (long before), and a
+ * fexit/kretprobe sees the whole register, whose upper half is then junk. */
+static __always_inline int on_exit(int ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id;
@@ -143,7 +145,7 @@ static __always_inline int on_exit(long ret)
 	e->tgid = id >> 32;
 	e->tid = tid;
 	e->uid = (__u32)bpf_get_current_uid_gid();
-	e->ret = (__s32)ret;
+	e->ret = ret;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	bpf_probe_read_kernel(e->filename, sizeof(e->filename), s->filename);
 	bpf_ringbuf_submit(e, wakeup_flag(now));
@@ -163,7 +165,7 @@ int BPF_PROG(fentry_unlink, int dfd, struct filename *name)
 SEC("fexit/do_unlinkat")
 int BPF_PROG(fexit_unlink, int dfd, struct filename *name, long ret)
 {
-	return on_exit(ret);
+	return on_exit((int)ret);
 }
 
 SEC("kprobe/do_unlinkat")
@@ -175,7 +177,7 @@ int BPF_KPROBE(kprobe_unlink, int dfd, struct filename *name)
 SEC("kretprobe/do_unlinkat")
 int BPF_KRETPROBE(kretprobe_unlink, long ret)
 {
-	return on_exit(ret);
+	return on_exit((int)ret);
 }
 
 /* Syscall tracepoints: glibc's unlink(3) uses unlink(2), rm uses unlinkat(2);
@@ -189,7 +191,7 @@ int tp_enter_unlink(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_exit_unlink")
 int tp_exit_unlink(struct trace_event_raw_sys_exit *ctx)
 {
-	return on_exit(BPF_CORE_READ(ctx, ret));
+	return on_exit((int)BPF_CORE_READ(ctx, ret));
 }
 
 SEC("tracepoint/syscalls/sys_enter_unlinkat")
@@ -203,5 +205,5 @@ int tp_enter_unlinkat(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_exit_unlinkat")
 int tp_exit_unlinkat(struct trace_event_raw_sys_exit *ctx)
 {
-	return on_exit(BPF_CORE_READ(ctx, ret));
+	return on_exit((int)BPF_CORE_READ(ctx, ret));
 }
