@@ -69,11 +69,11 @@ export interface KernelImage {
   kernel: Kernel;
   /** The Debian suite it came from, e.g. `"bookworm"`. */
   suite: string;
-  /** The Debian package, e.g. `"linux-image-6.1.0-41-amd64"`. */
+  /** The Debian package, e.g. `"linux-image-6.1.0-56-amd64"`. */
   package: string;
-  /** The package version, e.g. `"6.1.158-1"`. */
+  /** The package version, e.g. `"6.1.192-2"`. */
   version: string;
-  /** What `uname -r` prints inside, e.g. `"6.1.0-41-amd64"`. */
+  /** What `uname -r` prints inside, e.g. `"6.1.0-56-amd64"`. */
   release: string;
   /** The cache folder holding the two files below. */
   dir: string;
@@ -97,7 +97,10 @@ export interface PrepareOptions {
 
 /** Options for {@linkcode runInVm}. */
 export interface RunOptions extends PrepareOptions {
-  /** Wall-clock limit for the whole boot and command; qemu is SIGKILLed past it. Default 10 min. */
+  /**
+   * Wall-clock limit for booting and running the command (a download has its
+   * own limits); qemu is SIGKILLed past it. Default 10 min.
+   */
   timeoutMs?: number;
   /** Extra environment for the command (on top of the harness's own). */
   env?: Record<string, string>;
@@ -258,6 +261,10 @@ export async function runInVm(
     throw new RangeError(`timeoutMs must be positive, got ${timeoutMs}`);
   }
   const checkout = resolve(options.checkout ?? repoRoot());
+  const info = await Deno.stat(checkout).catch(() => undefined);
+  if (!info?.isDirectory) {
+    throw new VmError(`Cannot share ${checkout} with the VM: it is not a folder`);
+  }
   const image = await prepareKernel(series, options);
   options.signal?.throwIfAborted();
 
@@ -1304,6 +1311,7 @@ Options:
   --env KEY=VALUE    extra environment for COMMAND (repeatable)
   --prepare          only download the kernel and build the initramfs
   --refresh          download and rebuild even if cached
+  --checkout DIR     folder shared writable as cwd (default: the repository)
   --verbose          stream the guest console to stderr and print timings
   -h, --help         show this help
 
@@ -1319,6 +1327,7 @@ async function main(args: string[]): Promise<number> {
       env: { type: "string", multiple: true, default: [] },
       prepare: { type: "boolean", default: false },
       refresh: { type: "boolean", default: false },
+      checkout: { type: "string" },
       verbose: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -1351,6 +1360,7 @@ async function main(args: string[]): Promise<number> {
     timeoutMs,
     env,
     refresh: values.refresh,
+    checkout: values.checkout,
     onOutput: (text) => Deno.stdout.writeSync(encoder.encode(text)),
     onConsole: values.verbose ? (text) => Deno.stderr.writeSync(encoder.encode(text)) : undefined,
   });

@@ -1,7 +1,7 @@
 // Copyright the deno_bpf authors. MIT license.
 /**
  * Boots each Debian kernel in {@linkcode KERNELS} once, under qemu, and runs
- * the guest suite inside it: `deno test -A --no-check tests/vm/guest/`.
+ * the guest suite inside it: `deno test -A --no-check --no-config tests/vm/guest/`.
  *
  * `DENO_BPF_VM_KERNELS=6.1,5.10` picks a subset. Without root, qemu or
  * busybox-static the tests are ignored with the reason printed, and so is a
@@ -20,7 +20,8 @@ import { type Kernel, KERNELS, prepareKernel, runInVm } from "./vm.ts";
 
 const IN_CI = Deno.env.get("CI") === "true";
 const GUEST_TIMEOUT_MS = 15 * 60_000;
-const GUEST_COMMAND = ["deno", "test", "-A", "--no-check", "tests/vm/guest/"];
+// The guest suite: the kernel tests once per attach mode (tests/vm/guest.ts).
+const GUEST_COMMAND = ["deno", "run", "-A", "--no-check", "tests/vm/guest.ts"];
 
 /** The kernels named by `DENO_BPF_VM_KERNELS`, or all of them. */
 function chosenKernels(): { kernels: Kernel[]; unknown: string[] } {
