@@ -62,6 +62,7 @@ export {
   UnlinkTracer,
   type UnlinkTracerOptions,
 } from "./lib/unlink.ts";
+export { type EventFormat, EventWriter } from "./lib/event_writer.ts";
 export {
   attachText,
   envelope,

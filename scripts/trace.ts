@@ -19,7 +19,7 @@ import {
   attachText,
   DEFAULT_RING_SIZE,
   envelope,
-  formatJson,
+  EventWriter,
   formatText,
   logToStderr,
   setLogHandler,
@@ -147,24 +147,6 @@ export function parseTraceArgs(args: string[]): TraceArgs {
   };
 }
 
-/** Collects lines and writes them to stdout in one call per batch. */
-class LineWriter {
-  #lines: string[] = [];
-  #encoder = new TextEncoder();
-
-  push(line: string) {
-    this.#lines.push(line);
-  }
-
-  flush() {
-    if (this.#lines.length === 0) return;
-    this.#lines.push("");
-    let bytes = this.#encoder.encode(this.#lines.join("\n"));
-    this.#lines.length = 0;
-    while (bytes.length > 0) bytes = bytes.subarray(Deno.stdout.writeSync(bytes));
-  }
-}
-
 function status(line: string) {
   Deno.stderr.writeSync(new TextEncoder().encode(line + "\n"));
 }
@@ -173,8 +155,8 @@ function status(line: string) {
 export async function trace(args: TraceArgs): Promise<number> {
   setLogHandler(args.verbose ? logToStderr : undefined);
   using tracer = UnlinkTracer.open(args.tracer);
-  const out = new LineWriter();
   const color = !args.json && Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
+  const out = new EventWriter(args.json ? "json" : "text");
 
   const stop = () => tracer.stop();
   Deno.addSignalListener("SIGINT", stop);
@@ -182,17 +164,17 @@ export async function trace(args: TraceArgs): Promise<number> {
   const timer = args.durationMs === undefined ? undefined : setTimeout(stop, args.durationMs);
 
   status(attachText(tracer.method, tracer.skipped));
-  if (args.json) out.push(envelope("attach", { method: tracer.method, skipped: tracer.skipped }));
-  else out.push(color ? styleText("bold", TEXT_HEADER, { validateStream: false }) : TEXT_HEADER);
+  if (args.json) out.line(envelope("attach", { method: tracer.method, skipped: tracer.skipped }));
+  else out.line(color ? styleText("bold", TEXT_HEADER, { validateStream: false }) : TEXT_HEADER);
 
   let events = 0;
   const limit = args.count ?? Infinity;
-  const format = args.json
-    ? formatJson
-    : (e: Parameters<typeof formatText>[0]) => formatText(e, color);
   const onRecord = (bytes: Uint8Array, offset: number) => {
     if (events >= limit) return;
-    out.push(format(unlinkEvent.decode(bytes, offset)));
+    // A terminal gets colour through the string formatter; pipes and files
+    // get bytes written straight from the ring.
+    if (color) out.line(formatText(unlinkEvent.decode(bytes, offset), true));
+    else out.record(bytes, offset);
     if (++events === limit) stop();
   };
 
@@ -202,7 +184,7 @@ export async function trace(args: TraceArgs): Promise<number> {
       tracer.drain(onRecord);
       const lost = tracer.newlyLost();
       if (lost > 0) {
-        if (args.json) out.push(envelope("lost", { count: lost }));
+        if (args.json) out.line(envelope("lost", { count: lost }));
         else status(`lost ${lost} events (ring buffer full; try a larger --ringbuf-size)`);
       }
       out.flush();
@@ -210,7 +192,7 @@ export async function trace(args: TraceArgs): Promise<number> {
     }
     tracer.stop();
     const lost = tracer.lost;
-    if (args.json) out.push(envelope("summary", { events, lost }));
+    if (args.json) out.line(envelope("summary", { events, lost }));
     out.flush();
     status(`${events} events, ${lost} lost`);
   } catch (error) {

@@ -1,0 +1,254 @@
+/**
+ * Writes unlink events as output bytes straight from the ring, with no string
+ * or object per event: the hot path of `scripts/trace.ts`. Its output is byte
+ * for byte what {@linkcode formatJson} and {@linkcode formatText} produce from
+ * a decoded event (tests hold it to that); anything but plain printable ASCII
+ * in a name falls back to exactly that string path.
+ *
+ * @module
+ */
+
+import { monotonicToEpochMs } from "./clock.ts";
+import { errnoName } from "./errno.ts";
+import { formatJson, formatText } from "./format.ts";
+import { unlinkEvent } from "./unlink.ts";
+
+const encoder = new TextEncoder();
+const bytesOf = (s: string) => encoder.encode(s);
+const F = unlinkEvent.fields;
+const [COMM, COMM_LEN] = [F.comm[1], 16];
+const [FILENAME, FILENAME_LEN] = [F.filename[1], 256];
+
+const JSON_OPEN = bytesOf('{"type":"event","data":{"time":"');
+const JSON_PID = bytesOf('","pid":');
+const JSON_TID = bytesOf(',"tid":');
+const JSON_UID = bytesOf(',"uid":');
+const JSON_COMM = bytesOf(',"comm":"');
+const JSON_FILENAME = bytesOf('","filename":"');
+const JSON_RET = bytesOf('","ret":');
+const JSON_ERROR = bytesOf(',"error":');
+const JSON_LATENCY = bytesOf(',"latency_ns":');
+const JSON_CLOSE = bytesOf("}}\n");
+const NULL = bytesOf("null");
+
+/** Output format of an {@linkcode EventWriter}. */
+export type EventFormat = "json" | "text";
+
+/** Buffers event lines as bytes and writes them out in one call per batch. */
+export class EventWriter {
+  #format: EventFormat;
+  #buf = new Uint8Array(1 << 20);
+  #view = new DataView(this.#buf.buffer);
+  #pos = 0;
+  #minute = -1;
+  #minuteBytes = new Uint8Array(0);
+  #second = -1;
+  #secondBytes = new Uint8Array(0);
+  #errors = new Map<number, Uint8Array>();
+  #source: ArrayBufferLike | undefined;
+  #sourceView!: DataView;
+
+  /** A writer for JSON lines or (uncoloured) text lines. */
+  constructor(format: EventFormat) {
+    this.#format = format;
+  }
+
+  /** Appends the event whose `struct unlink_event` starts at `offset`. */
+  record(bytes: Uint8Array, offset: number): void {
+    this.#reserve(1024);
+    if (this.#format === "json") this.#json(bytes, offset);
+    else this.#text(bytes, offset);
+  }
+
+  /** Appends one line of text (a newline is added). */
+  line(text: string): void {
+    const encoded = bytesOf(text + "\n");
+    this.#reserve(encoded.length);
+    this.#put(encoded);
+  }
+
+  /** Writes everything buffered to `out` and empties the buffer. */
+  flush(out: { writeSync(p: Uint8Array): number } = Deno.stdout): void {
+    let data = this.#buf.subarray(0, this.#pos);
+    while (data.length > 0) data = data.subarray(out.writeSync(data));
+    this.#pos = 0;
+  }
+
+  #reserve(n: number) {
+    if (this.#pos + n <= this.#buf.length) return;
+    const bigger = new Uint8Array(Math.max(this.#buf.length * 2, this.#pos + n));
+    bigger.set(this.#buf.subarray(0, this.#pos));
+    this.#buf = bigger;
+    this.#view = new DataView(bigger.buffer);
+  }
+
+  #put(b: Uint8Array) {
+    this.#buf.set(b, this.#pos);
+    this.#pos += b.length;
+  }
+
+  #int(n: number) {
+    if (n < 0) {
+      this.#buf[this.#pos++] = 0x2d;
+      n = -n;
+    }
+    const start = this.#pos;
+    do {
+      this.#buf[this.#pos++] = 0x30 + (n % 10);
+      n = Math.floor(n / 10);
+    } while (n > 0);
+    this.#buf.subarray(start, this.#pos).reverse();
+  }
+
+  #digits(n: number, width: number) {
+    for (let i = width - 1; i >= 0; i--) {
+      this.#buf[this.#pos + i] = 0x30 + (n % 10);
+      n = Math.floor(n / 10);
+    }
+    this.#pos += width;
+  }
+
+  /**
+   * Copies the C string at `at` if it is plain printable ASCII with nothing
+   * to escape (for JSON, no `"` or `\`); returns false, writing nothing, if not.
+   */
+  #plain(bytes: Uint8Array, at: number, max: number, json: boolean): boolean {
+    let end = at;
+    const limit = at + max;
+    for (; end < limit; end++) {
+      const b = bytes[end];
+      if (b === 0) break;
+      if (b < 0x20 || b > 0x7e || (json && (b === 0x22 || b === 0x5c))) return false;
+    }
+    this.#put(bytes.subarray(at, end));
+    return true;
+  }
+
+  /** A DataView over the ring's whole buffer, made once per buffer. */
+  #viewOf(bytes: Uint8Array): DataView {
+    if (bytes.buffer !== this.#source) {
+      this.#source = bytes.buffer;
+      this.#sourceView = new DataView(bytes.buffer);
+    }
+    return this.#sourceView;
+  }
+
+  #json(bytes: Uint8Array, offset: number) {
+    const start = this.#pos;
+    const v = this.#viewOf(bytes);
+    const at = bytes.byteOffset + offset;
+    const ret = v.getInt32(at + F.ret[1], true);
+    this.#put(JSON_OPEN);
+    this.#isoTime(u64(v, at + F.ts_ns[1]));
+    this.#put(JSON_PID);
+    this.#int(v.getUint32(at + F.tgid[1], true));
+    this.#put(JSON_TID);
+    this.#int(v.getUint32(at + F.tid[1], true));
+    this.#put(JSON_UID);
+    this.#int(v.getUint32(at + F.uid[1], true));
+    this.#put(JSON_COMM);
+    if (!this.#plain(bytes, offset + COMM, COMM_LEN, true)) return this.#slow(start, bytes, offset);
+    this.#put(JSON_FILENAME);
+    if (!this.#plain(bytes, offset + FILENAME, FILENAME_LEN, true)) {
+      return this.#slow(start, bytes, offset);
+    }
+    this.#put(JSON_RET);
+    this.#int(ret);
+    this.#put(JSON_ERROR);
+    this.#put(ret < 0 ? this.#errorName(-ret, true) : NULL);
+    this.#put(JSON_LATENCY);
+    this.#int(u64(v, at + F.latency_ns[1]));
+    this.#put(JSON_CLOSE);
+  }
+
+  #text(bytes: Uint8Array, offset: number) {
+    const start = this.#pos;
+    const v = this.#viewOf(bytes);
+    const at = bytes.byteOffset + offset;
+    const ret = v.getInt32(at + F.ret[1], true);
+    this.#clock(u64(v, at + F.ts_ns[1]));
+    this.#padStart(String(v.getUint32(at + F.tgid[1], true)), 8);
+    this.#space();
+    const comm = this.#pos;
+    if (!this.#plain(bytes, offset + COMM, COMM_LEN, false)) {
+      return this.#slow(start, bytes, offset);
+    }
+    this.#padTo(comm + 16);
+    this.#space();
+    const retAt = this.#pos;
+    if (ret < 0) this.#put(this.#errorName(-ret, false));
+    else this.#int(ret);
+    this.#padTo(retAt + 12);
+    this.#padStart((u64(v, at + F.latency_ns[1]) / 1000).toFixed(1), 10);
+    this.#space();
+    if (!this.#plain(bytes, offset + FILENAME, FILENAME_LEN, false)) {
+      return this.#slow(start, bytes, offset);
+    }
+    this.#buf[this.#pos++] = 0x0a;
+  }
+
+  /** Rewinds to `start` and writes the event through the string formatters. */
+  #slow(start: number, bytes: Uint8Array, offset: number) {
+    this.#pos = start;
+    const e = unlinkEvent.decode(bytes, offset);
+    this.line(this.#format === "json" ? formatJson(e) : formatText(e));
+  }
+
+  #space() {
+    this.#buf[this.#pos++] = 0x20;
+  }
+
+  #padStart(s: string, width: number) {
+    for (let i = s.length; i < width; i++) this.#space();
+    for (let i = 0; i < s.length; i++) this.#buf[this.#pos++] = s.charCodeAt(i);
+  }
+
+  #padTo(end: number) {
+    while (this.#pos < end) this.#space();
+  }
+
+  #errorName(errno: number, json: boolean): Uint8Array {
+    const key = json ? errno : -errno;
+    let b = this.#errors.get(key);
+    if (!b) {
+      b = bytesOf(json ? `"${errnoName(errno)}"` : errnoName(errno));
+      this.#errors.set(key, b);
+    }
+    return b;
+  }
+
+  /** `YYYY-MM-DDTHH:MM:SS.mmmZ`, as Date#toISOString. */
+  #isoTime(tsNs: number) {
+    const ms = Math.floor(monotonicToEpochMs(tsNs));
+    const minute = Math.floor(ms / 60_000);
+    if (minute !== this.#minute) {
+      this.#minute = minute;
+      this.#minuteBytes = bytesOf(new Date(minute * 60_000).toISOString().slice(0, 17));
+    }
+    this.#put(this.#minuteBytes);
+    this.#digits(Math.floor(ms / 1000) % 60, 2);
+    this.#buf[this.#pos++] = 0x2e;
+    this.#digits(ms % 1000, 3);
+    this.#buf[this.#pos++] = 0x5a;
+  }
+
+  /** `HH:MM:SS.mmm` in local time, as {@linkcode formatText}. */
+  #clock(tsNs: number) {
+    const ms = Math.floor(monotonicToEpochMs(tsNs));
+    const second = Math.floor(ms / 1000);
+    if (second !== this.#second) {
+      this.#second = second;
+      const d = new Date(second * 1000);
+      const two = (n: number) => String(n).padStart(2, "0");
+      this.#secondBytes = bytesOf(
+        `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}.`,
+      );
+    }
+    this.#put(this.#secondBytes);
+    this.#digits(ms % 1000, 3);
+  }
+}
+
+function u64(v: DataView, at: number): number {
+  return v.getUint32(at, true) + v.getUint32(at + 4, true) * 0x1_0000_0000;
+}
