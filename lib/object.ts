@@ -212,39 +212,48 @@ function writeScalar(
   throw new TypeError(`"${name}" is ${bytes.length} bytes: not a scalar`);
 }
 
-/** A program inside a {@linkcode BpfObject}; borrowed, valid while it is open. */
-export class Program {
+/** A borrowed view of a part (program or map) of a {@linkcode BpfObject}. */
+abstract class Part {
   #obj: BpfObject;
   #ptr: Deno.PointerObject;
 
-  /** @internal Use {@linkcode BpfObject.program}. */
+  /** @internal Use {@linkcode BpfObject.program} or {@linkcode BpfObject.map}. */
   constructor(obj: BpfObject, ptr: Deno.PointerObject) {
     this.#obj = obj;
     this.#ptr = ptr;
   }
 
-  #p(): Deno.PointerObject {
+  /** The part's pointer, after checking its object is still open. */
+  protected p(): Deno.PointerObject {
     live(this.#obj.unsafeHandle, "BpfObject");
     return this.#ptr;
   }
 
+  /** UNSAFE: the raw pointer, or null once the object is closed. */
+  get unsafeHandle(): Deno.PointerObject | null {
+    return this.#obj.unsafeHandle ? this.#ptr : null;
+  }
+}
+
+/** A program inside a {@linkcode BpfObject}; borrowed, valid while it is open. */
+export class Program extends Part {
   /** The C function name, e.g. `"fentry_unlink"`. */
   get name(): string {
-    return readCString(bpf().bpf_program__name(this.#p()));
+    return readCString(bpf().bpf_program__name(this.p()));
   }
 
   /** The ELF section, e.g. `"fentry/do_unlinkat"`. */
   get section(): string {
-    return readCString(bpf().bpf_program__section_name(this.#p()));
+    return readCString(bpf().bpf_program__section_name(this.p()));
   }
 
   /** Whether {@linkcode BpfObject.load} loads this program. */
   get autoload(): boolean {
-    return bpf().bpf_program__autoload(this.#p());
+    return bpf().bpf_program__autoload(this.p());
   }
 
   set autoload(on: boolean) {
-    const ret = bpf().bpf_program__set_autoload(this.#p(), on);
+    const ret = bpf().bpf_program__set_autoload(this.p(), on);
     if (ret < 0) {
       throw new BpfError(`set autoload of "${this.name}"`, -ret, {
         hint: "autoload can only change before load",
@@ -255,7 +264,7 @@ export class Program {
   /** Attaches by the program's section name (fentry, kprobe, tracepoint, ...). */
   attach(): Link {
     takeLog();
-    const ptr = bpf().bpf_program__attach(this.#p());
+    const ptr = bpf().bpf_program__attach(this.p());
     if (!ptr) {
       throw new BpfError(`attach "${this.name}" (${this.section})`, errno() || 22, {
         log: takeLog(),
@@ -266,38 +275,24 @@ export class Program {
 }
 
 /** A map inside a {@linkcode BpfObject}; borrowed, valid while it is open. */
-export class BpfMap {
-  #obj: BpfObject;
-  #ptr: Deno.PointerObject;
-
-  /** @internal Use {@linkcode BpfObject.map}. */
-  constructor(obj: BpfObject, ptr: Deno.PointerObject) {
-    this.#obj = obj;
-    this.#ptr = ptr;
-  }
-
-  #p(): Deno.PointerObject {
-    live(this.#obj.unsafeHandle, "BpfObject");
-    return this.#ptr;
-  }
-
+export class BpfMap extends Part {
   /** The map's name (`"events"`, or e.g. `"unlink_b.rodata"`). */
   get name(): string {
-    return readCString(bpf().bpf_map__name(this.#p()));
+    return readCString(bpf().bpf_map__name(this.p()));
   }
 
   /** The map's fd once loaded, else a negative number. */
   get fd(): number {
-    return bpf().bpf_map__fd(this.#p());
+    return bpf().bpf_map__fd(this.p());
   }
 
   /** `max_entries`: for a ring buffer, its size in bytes. */
   get maxEntries(): number {
-    return bpf().bpf_map__max_entries(this.#p());
+    return bpf().bpf_map__max_entries(this.p());
   }
 
   set maxEntries(n: number) {
-    const ret = bpf().bpf_map__set_max_entries(this.#p(), n);
+    const ret = bpf().bpf_map__set_max_entries(this.p(), n);
     if (ret < 0) {
       throw new BpfError(`set max_entries of "${this.name}" to ${n}`, -ret);
     }
@@ -305,13 +300,13 @@ export class BpfMap {
 
   /** The size of one value in bytes. */
   get valueSize(): number {
-    return bpf().bpf_map__value_size(this.#p());
+    return bpf().bpf_map__value_size(this.p());
   }
 
   /** Looks `key` up and copies the value into `value` (sized for per-CPU maps). */
   lookup(key: Uint8Array<ArrayBuffer>, value: Uint8Array<ArrayBuffer>): void {
     const ret = bpf().bpf_map__lookup_elem(
-      this.#p(),
+      this.p(),
       key,
       BigInt(key.length),
       value,
@@ -319,11 +314,6 @@ export class BpfMap {
       0n,
     );
     if (ret < 0) throw new BpfError(`look up in map "${this.name}"`, -ret);
-  }
-
-  /** UNSAFE: the raw `struct bpf_map *`, or null once the object is closed. */
-  get unsafeHandle(): Deno.PointerObject | null {
-    return this.#obj.unsafeHandle ? this.#ptr : null;
   }
 }
 

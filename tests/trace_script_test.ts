@@ -248,26 +248,28 @@ kernelTest(
   },
 );
 
-kernelTest("trace.ts run without privileges says it needs root, in one line, exit 1", async () => {
-  const run = await new Deno.Command("setpriv", {
-    args: [
-      "--reuid=65534",
-      "--regid=65534",
-      "--clear-groups",
-      "--inh-caps=-all",
-      Deno.execPath(),
-      "run",
-      "-A",
-      SCRIPT,
-    ],
-    env: { DENO_DIR: Deno.makeTempDirSync(), HOME: "/tmp", NO_COLOR: "1" },
+/** Runs trace.ts (no flags) behind `wrapper`, a command that execs the arguments after it. */
+async function runWrapped(wrapper: string[], env: Record<string, string> = {}) {
+  const out = await new Deno.Command(wrapper[0], {
+    args: [...wrapper.slice(1), Deno.execPath(), "run", "-A", SCRIPT],
+    env: { NO_COLOR: "1", ...env },
     stdout: "piped",
     stderr: "piped",
   }).output();
-  const stderr = new TextDecoder().decode(run.stderr);
-  assert.equal(run.code, 1, stderr);
+  return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+}
+
+/** A wrapper that runs `setup` in a private mount namespace first. */
+const isolated = (setup: string) => ["unshare", "-m", "sh", "-c", `${setup} && exec "$@"`, "sh"];
+
+kernelTest("trace.ts run without privileges says it needs root, in one line, exit 1", async () => {
+  const run = await runWrapped(
+    ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"],
+    { DENO_DIR: Deno.makeTempDirSync(), HOME: "/tmp" },
+  );
+  assert.equal(run.code, 1, run.stderr);
   assert.equal(
-    stderr,
+    run.stderr,
     "trace: deno_bpf needs root (or CAP_BPF and CAP_PERFMON); run it with sudo\n",
   );
 });
@@ -275,51 +277,27 @@ kernelTest("trace.ts run without privileges says it needs root, in one line, exi
 kernelTest(
   "trace.ts without libbpf names every path tried and the package to install",
   async () => {
-    // Hide the system's libbpf in a private mount namespace.
-    const lib = Deno.realPathSync("/usr/lib/x86_64-linux-gnu/libbpf.so.1");
-    const run = await new Deno.Command("unshare", {
-      args: [
-        "-m",
-        "sh",
-        "-c",
-        `mount --bind /dev/null ${lib} && exec "$0" run -A ${SCRIPT}`,
-        Deno.execPath(),
-      ],
-      env: { NO_COLOR: "1", LIBBPF_PATH: "/opt/nowhere/libbpf.so" },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const stderr = new TextDecoder().decode(run.stderr);
-    assert.equal(run.code, 1, stderr);
-    assert.equal(stderr.split("\n").length, 2, `one line: ${stderr}`);
+    const lib = Deno.realPathSync(`/usr/lib/${Deno.build.arch}-linux-gnu/libbpf.so.1`);
+    const run = await runWrapped(isolated(`mount --bind /dev/null ${lib}`), {
+      LIBBPF_PATH: "/opt/nowhere/libbpf.so",
+    });
+    assert.equal(run.code, 1, run.stderr);
+    assert.equal(run.stderr.split("\n").length, 2, `one line: ${run.stderr}`);
     assert.match(
-      stderr,
+      run.stderr,
       /^trace: Cannot load libbpf >= 1\.0; tried \/opt\/nowhere\/libbpf\.so \(.*\), libbpf\.so\.1 \(.*\), libbpf\.so\.0 \(.*\)/,
     );
-    assert.match(stderr, /apt-get install libbpf1/);
+    assert.match(run.stderr, /apt-get install libbpf1/);
   },
 );
 
 kernelTest(
   "trace.ts on a kernel without BTF names the feature and the kernel it needs",
   async () => {
-    // Hide /sys/kernel/btf in a private mount namespace.
-    const run = await new Deno.Command("unshare", {
-      args: [
-        "-m",
-        "sh",
-        "-c",
-        `mount -t tmpfs none /sys/kernel/btf && exec "$0" run -A ${SCRIPT}`,
-        Deno.execPath(),
-      ],
-      env: { NO_COLOR: "1" },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const stderr = new TextDecoder().decode(run.stderr);
-    assert.equal(run.code, 1, stderr);
+    const run = await runWrapped(isolated("mount -t tmpfs none /sys/kernel/btf"));
+    assert.equal(run.code, 1, run.stderr);
     assert.equal(
-      stderr,
+      run.stderr,
       "trace: This kernel lacks BTF (/sys/kernel/btf/vmlinux): " +
         "deno_bpf needs Linux 5.5 or later built with CONFIG_DEBUG_INFO_BTF=y\n",
     );
