@@ -165,6 +165,30 @@ kernelTest("trace.ts text mode aligns under the header and -x shows only failure
 });
 
 kernelTest(
+  "trace.ts shows rm deleting a file with comm rm, its pid and RET 0, and a missing file as ENOENT",
+  async () => {
+    const dir = scratch(["x"]);
+    const pids: number[] = [];
+    const run = await traceWhile(["-n", "rm"], async () => {
+      for (const path of [`${dir}/x`, `${dir}/nonexistent`]) {
+        const rm = new Deno.Command("rm", { args: [path], stderr: "null" }).spawn();
+        pids.push(rm.pid);
+        await rm.status;
+      }
+    });
+    Deno.removeSync(dir, { recursive: true });
+    assert.equal(run.code, 0, run.stderr);
+    const rows = run.stdout.split("\n").filter((line) => line.includes(dir));
+    assert.equal(rows.length, 2, run.stdout);
+    assert.match(rows[0], new RegExp(`^\\S+\\s+${pids[0]} rm\\s+0\\s+[\\d.]+ ${dir}/x$`));
+    assert.match(
+      rows[1],
+      new RegExp(`^\\S+\\s+${pids[1]} rm\\s+ENOENT\\s+[\\d.]+ ${dir}/nonexistent$`),
+    );
+  },
+);
+
+kernelTest(
   "trace.ts --duration and --count stop by themselves with a summary and exit 0",
   async () => {
     const timed = await runScript([
