@@ -16,7 +16,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { ensureTracefs } from "../lib/tracefs.ts";
+import { DEFAULT_RING_SIZE, ensureTracefs } from "../mod.ts";
 
 const BENCH = new URL(".", import.meta.url).pathname;
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -25,7 +25,8 @@ const BPF_OBJECT = `${ROOT}bpf/unlink.bpf.o`;
 const TRACE_SCRIPT = `${ROOT}scripts/trace.ts`;
 const BPFTRACE_OUT = "/dev/shm/dbpf_bench_bpftrace.out";
 const COMM = "dbpf_storm";
-const RING_BYTES = 4 * 1024 * 1024;
+/** The tracers use their default ring; the memory target allows for it. */
+const RING_BYTES = DEFAULT_RING_SIZE;
 const IDLE = "idle";
 const IDLE_MS = 1000;
 const IDLE_RUNS = 5;

@@ -40,7 +40,7 @@ struct start {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 4 * 1024 * 1024);
+	__uint(max_entries, 2 * 1024 * 1024); /* user space sets the size it wants */
 } events SEC(".maps");
 
 struct {

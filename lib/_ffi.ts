@@ -112,6 +112,8 @@ const LIBC = {
   },
   munmap: { parameters: ["pointer", "usize"], result: "i32" },
   getpagesize: { parameters: [], result: "i32" },
+  // int malloc_trim(size_t pad)
+  malloc_trim: { parameters: ["usize"], result: "i32" },
   // int clock_gettime(clockid_t, struct timespec *)
   clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
   // int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const void *data)

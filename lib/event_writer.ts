@@ -31,13 +31,23 @@ const JSON_LATENCY = bytesOf(',"latency_ns":');
 const JSON_CLOSE = bytesOf("}}\n");
 const NULL = bytesOf("null");
 
+/** Where an {@linkcode EventWriter} writes: `Deno.stdout`, a file, ... */
+export interface Writer {
+  /** Writes some of `p`, returning how many bytes were written. */
+  writeSync(p: Uint8Array): number;
+}
+
+/** The buffer is written out once it holds this much. */
+const FLUSH_AT = 64 * 1024;
+
 /** Output format of an {@linkcode EventWriter}. */
 export type EventFormat = "json" | "text";
 
 /** Buffers event lines as bytes and writes them out in one call per batch. */
 export class EventWriter {
   #format: EventFormat;
-  #buf = new Uint8Array(1 << 20);
+  #out: Writer;
+  #buf = new Uint8Array(FLUSH_AT + 64 * 1024);
   #view = new DataView(this.#buf.buffer);
   #pos = 0;
   #minute = -1;
@@ -48,13 +58,18 @@ export class EventWriter {
   #source: ArrayBufferLike | undefined;
   #sourceView!: DataView;
 
-  /** A writer for JSON lines or (uncoloured) text lines. */
-  constructor(format: EventFormat) {
+  /**
+   * A writer of JSON lines or (uncoloured) text lines to `out`. It buffers up
+   * to 64 KiB; call {@linkcode flush} after each batch.
+   */
+  constructor(format: EventFormat, out: Writer = Deno.stdout) {
     this.#format = format;
+    this.#out = out;
   }
 
   /** Appends the event whose `struct unlink_event` starts at `offset`. */
   record(bytes: Uint8Array, offset: number): void {
+    if (this.#pos >= FLUSH_AT) this.flush();
     this.#reserve(1024);
     if (this.#format === "json") this.#json(bytes, offset);
     else this.#text(bytes, offset);
@@ -67,10 +82,10 @@ export class EventWriter {
     this.#put(encoded);
   }
 
-  /** Writes everything buffered to `out` and empties the buffer. */
-  flush(out: { writeSync(p: Uint8Array): number } = Deno.stdout): void {
+  /** Writes everything buffered and empties the buffer. */
+  flush(): void {
     let data = this.#buf.subarray(0, this.#pos);
-    while (data.length > 0) data = data.subarray(out.writeSync(data));
+    while (data.length > 0) data = data.subarray(this.#out.writeSync(data));
     this.#pos = 0;
   }
 

@@ -11,7 +11,6 @@
  * @module
  */
 
-import { styleText } from "node:util";
 import { monotonicToEpochMs } from "./clock.ts";
 import { errnoName } from "./errno.ts";
 import type { SkippedMethod, UnlinkEvent } from "./unlink.ts";
@@ -53,11 +52,14 @@ export function clockText(tsNs: number): string {
   }${ms}`;
 }
 
-/** One aligned text line (no newline). `color` wraps failures in red. */
-export function formatText(e: UnlinkEvent, color = false): string {
+/**
+ * One aligned text line (no newline). `paintFailure`, if given, styles the
+ * RET column of a failed unlink (scripts/trace.ts colours it red on a TTY).
+ */
+export function formatText(e: UnlinkEvent, paintFailure?: (ret: string) => string): string {
   const ret = retText(e.ret).padEnd(12);
   return `${clockText(e.ts_ns)} ${String(e.tgid).padStart(7)} ${escapeControl(e.comm).padEnd(16)} ${
-    color && e.ret < 0 ? styleText("red", ret, { validateStream: false }) : ret
+    paintFailure && e.ret < 0 ? paintFailure(ret) : ret
   } ${(e.latency_ns / 1000).toFixed(1).padStart(9)} ${escapeControl(e.filename)}`;
 }
 

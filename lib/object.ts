@@ -18,7 +18,7 @@
  * @module
  */
 
-import { bpf, cstr, errno, readCString } from "./_ffi.ts";
+import { bpf, c, cstr, errno, readCString } from "./_ffi.ts";
 import { Btf } from "./btf.ts";
 import { BpfError } from "./errors.ts";
 import { installLog, takeLog } from "./log.ts";
@@ -156,6 +156,7 @@ export class BpfObject implements Disposable {
     }
     this.#loaded = true;
     this.#bytes = undefined;
+    releaseFreedMemory();
   }
 
   /** UNSAFE: the raw `struct bpf_object *`, valid until close. */
@@ -169,11 +170,20 @@ export class BpfObject implements Disposable {
     bpf().bpf_object__close(this.#ptr);
     this.#ptr = null;
     this.#bytes = undefined;
+    releaseFreedMemory();
   }
 
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+/**
+ * Loading parses the kernel's BTF (several MiB) and frees it again, but glibc
+ * keeps freed heap resident; give it back so a tracer's RSS stays small.
+ */
+function releaseFreedMemory() {
+  c().malloc_trim(0n);
 }
 
 function openError(operation: string): BpfError {

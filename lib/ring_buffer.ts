@@ -32,6 +32,7 @@ const MAP_SHARED = 0x1;
 const EPOLL_CLOEXEC = 0x80000;
 const EPOLL_CTL_ADD = 1;
 const EPOLLIN = 0x1;
+const EPOLLET = 1 << 31;
 const EFD_CLOEXEC = 0x80000;
 const EFD_NONBLOCK = 0x800;
 // Record header flags (kernel/bpf/ringbuf.c)
@@ -39,6 +40,8 @@ const BUSY_BIT = 0x80000000;
 const DISCARD_BIT = 0x40000000;
 const HEADER_SIZE = 8;
 const STOP_TOKEN = 1;
+/** How many records {@linkcode RingBuffer.records} decodes at a time. */
+const RECORDS_CHUNK = 256;
 
 // struct epoll_event is packed on x86_64 (12 bytes), naturally aligned elsewhere.
 const EPOLL_EVENT_SIZE = Deno.build.arch === "x86_64" ? 12 : 16;
@@ -59,6 +62,14 @@ export interface RingBufferOptions {
    * at least their wakeup interval. Default 25.
    */
   tailWaitMs?: number;
+  /**
+   * {@linkcode RingBuffer.wait} returns at once, without a wakeup, when at
+   * least this many bytes are waiting; below it, it waits for the producer's
+   * next wakeup (or the tail wait). Set it to the producer's wakeup threshold.
+   * Default 0: any waiting record ends a wait, as suits producers that submit
+   * with the kernel's default wakeups.
+   */
+  batchBytes?: number;
 }
 
 function mmap(fd: number, length: number, prot: number, offset: number) {
@@ -69,10 +80,10 @@ function mmap(fd: number, length: number, prot: number, offset: number) {
   return ptr;
 }
 
-function epollAdd(epfd: number, fd: number, token: number) {
+function epollAdd(epfd: number, fd: number, token: number, events: number) {
   const ev = new Uint8Array(EPOLL_EVENT_SIZE);
   const view = new DataView(ev.buffer);
-  view.setUint32(0, EPOLLIN, true);
+  view.setUint32(0, events >>> 0, true);
   view.setUint32(EPOLL_EVENT_SIZE - 8, token, true);
   if (c().epoll_ctl(epfd, EPOLL_CTL_ADD, fd, ev) < 0) {
     throw new BpfError(`watch fd ${fd} with epoll`, 22);
@@ -93,8 +104,9 @@ export class RingBuffer implements Disposable {
   #stopfd: number;
   #events = new Uint8Array(EPOLL_EVENT_SIZE * 2);
   #tailWaitMs: number;
+  #batchBytes: number;
   #pending: Promise<number> | undefined;
-  #hadData = false;
+  #found = false;
   #blocked = false;
   #stopped = false;
   #closing = false;
@@ -107,6 +119,7 @@ export class RingBuffer implements Disposable {
     this.#size = map.maxEntries;
     this.#page = c().getpagesize();
     this.#tailWaitMs = options.tailWaitMs ?? 25;
+    this.#batchBytes = Math.max(1, options.batchBytes ?? 0);
     // Consumer page: read-write, holds consumer_pos. Producer page + data:
     // read-only, the data mapped twice so a record never wraps.
     this.#consumerPtr = mmap(fd, this.#page, PROT_READ | PROT_WRITE, 0);
@@ -127,8 +140,11 @@ export class RingBuffer implements Disposable {
       if (this.#epfd < 0 || this.#stopfd < 0) {
         throw new BpfError("create the ring buffer's epoll set", 24);
       }
-      epollAdd(this.#epfd, fd, 0);
-      epollAdd(this.#epfd, this.#stopfd, STOP_TOKEN);
+      // Edge-triggered: only the producer's wakeups end a wait. Level-triggered,
+      // any unread byte would end every wait at once, and a reader that
+      // leaves a partial batch for later would spin instead of batching.
+      epollAdd(this.#epfd, fd, 0, EPOLLIN | EPOLLET);
+      epollAdd(this.#epfd, this.#stopfd, STOP_TOKEN, EPOLLIN);
     } catch (error) {
       this.#release();
       throw error;
@@ -147,11 +163,11 @@ export class RingBuffer implements Disposable {
   }
 
   /**
-   * Consumes every record committed so far, in order, calling `fn` for each
-   * (discarded records are skipped). The bytes are only valid during the call.
-   * Returns the number of records handed to `fn`.
+   * Consumes the records committed so far, in order, calling `fn` for each
+   * (discarded records are skipped), at most `limit` of them. The bytes are
+   * only valid during the call. Returns the number of records handed to `fn`.
    */
-  drain(fn: RecordHandler): number {
+  drain(fn: RecordHandler, limit: number = Infinity): number {
     this.#assertOpen();
     const mask = this.#size - 1;
     const headers = this.#headers;
@@ -161,7 +177,7 @@ export class RingBuffer implements Disposable {
     let count = 0;
     this.#blocked = false;
     try {
-      while (cons < prod) {
+      while (cons < prod && count < limit) {
         // Positions grow without bound; the low bits index the ring. A size
         // is a power of two, so % is exact on doubles below 2^53.
         const at = cons % (mask + 1);
@@ -180,7 +196,7 @@ export class RingBuffer implements Disposable {
     } finally {
       Atomics.store(this.#consumerPos, 0, BigInt(cons));
     }
-    this.#hadData = count > 0;
+    if (count > 0) this.#found = true;
     return count;
   }
 
@@ -192,13 +208,18 @@ export class RingBuffer implements Disposable {
   async wait(): Promise<boolean> {
     if (this.#stopped || this.#closing) return false;
     if (this.#pending) throw new TypeError("RingBuffer.wait() is already pending");
-    if (!this.#blocked && this.pending > 0) {
-      // More is waiting already: skip epoll, but give timers and signal
+    const pending = this.pending;
+    const found = this.#found; // records drained since the last wait
+    this.#found = false;
+    if (!this.#blocked && pending >= this.#batchBytes) {
+      // A batch is waiting already: skip epoll, but give timers and signal
       // handlers a turn so a storm cannot starve them.
       await new Promise((resolve) => setTimeout(resolve, 0));
       return !(this.#stopped || this.#closing);
     }
-    const timeout = this.#blocked ? 1 : this.#hadData ? this.#tailWaitMs : -1;
+    // Wait forever only when the ring is empty and the last look found
+    // nothing: then the producer's next record comes with a wakeup.
+    const timeout = this.#blocked ? 1 : pending > 0 || found ? this.#tailWaitMs : -1;
     this.#pending = c().epoll_wait(this.#epfd, this.#events, 2, timeout);
     try {
       await this.#pending;
@@ -225,20 +246,20 @@ export class RingBuffer implements Disposable {
    * which what is left in the ring is still delivered) or close.
    */
   async *records<F extends Fields>(layout: Layout<F>): AsyncGenerator<Decoded<F>> {
+    // Decode in small chunks: a storm's whole backlog decoded at once would
+    // keep thousands of records alive across garbage collections.
     const batch: Decoded<F>[] = [];
     const collect: RecordHandler = (bytes, offset) => {
       batch.push(layout.decode(bytes, offset));
     };
-    for (;;) {
-      if (this.#released) return;
-      this.drain(collect);
-      for (let i = 0; i < batch.length; i++) yield batch[i];
-      batch.length = 0;
-      if (!(await this.wait())) {
+    let more = true;
+    while (more) {
+      more = await this.wait();
+      for (;;) {
         if (this.#released) return;
-        this.drain(collect);
-        yield* batch;
-        return;
+        batch.length = 0;
+        if (this.drain(collect, RECORDS_CHUNK) === 0) break;
+        for (let i = 0; i < batch.length; i++) yield batch[i];
       }
     }
   }

@@ -67,8 +67,8 @@ const PROGRAMS: Record<AttachMethod, string[]> = {
   tracepoint: ["tp_enter_unlink", "tp_enter_unlinkat", "tp_exit_unlink", "tp_exit_unlinkat"],
 };
 
-/** The default ring buffer size: 4 MiB. */
-export const DEFAULT_RING_SIZE = 4 * 1024 * 1024;
+/** The default ring buffer size: 2 MiB, about 6,700 events. */
+export const DEFAULT_RING_SIZE = 2 * 1024 * 1024;
 /** BPF wakes the reader at most this often for a trickle (see bpf/unlink.bpf.c). */
 const WAKEUP_MS = 20;
 const BPF_MAP_TYPE_RINGBUF = 27;
@@ -88,7 +88,7 @@ export interface UnlinkTracerOptions {
   failedOnly?: boolean;
   /** `"auto"` (default) tries fentry, kprobe, tracepoint in turn. */
   mode?: "auto" | AttachMethod;
-  /** Ring buffer size in bytes: a power of two, at least a page. Default 4 MiB. */
+  /** Ring buffer size in bytes: a power of two, at least a page. Default 2 MiB. */
   ringBufferSize?: number;
 }
 
@@ -188,7 +188,10 @@ export class UnlinkTracer implements Disposable, AsyncIterable<UnlinkEvent> {
     this.#links = links;
     this.#method = method;
     this.#skipped = skipped;
-    this.#ring = new RingBuffer(obj.map("events"), { tailWaitMs: WAKEUP_MS + 5 });
+    this.#ring = new RingBuffer(obj.map("events"), {
+      tailWaitMs: WAKEUP_MS + 5,
+      batchBytes: wakeupBytes(obj.map("events").maxEntries),
+    });
     this.#lostValue = new Uint8Array(8 * Math.max(1, bpf().libbpf_num_possible_cpus()));
   }
 
@@ -296,6 +299,11 @@ export class UnlinkTracer implements Disposable, AsyncIterable<UnlinkEvent> {
   }
 }
 
+/** BPF wakes the reader once this much is waiting: 256 KiB, or a quarter of a small ring. */
+function wakeupBytes(ringSize: number): number {
+  return Math.min(256 * 1024, ringSize / 4);
+}
+
 function openObject(
   options: UnlinkTracerOptions,
   ringSize: number,
@@ -308,7 +316,7 @@ function openObject(
     if (options.uid !== undefined) obj.setConst("targ_uid", options.uid);
     if (options.comm !== undefined) obj.setConst("targ_comm", options.comm);
     if (options.failedOnly) obj.setConst("targ_failed", true);
-    obj.setConst("wakeup_bytes", Math.min(256 * 1024, ringSize / 4));
+    obj.setConst("wakeup_bytes", wakeupBytes(ringSize));
     obj.setConst("wakeup_ns", WAKEUP_MS * 1_000_000);
     obj.map("events").maxEntries = ringSize;
     const wanted = new Set(PROGRAMS[method]);

@@ -151,6 +151,8 @@ function status(line: string) {
   Deno.stderr.writeSync(new TextEncoder().encode(line + "\n"));
 }
 
+const red = (text: string) => styleText("red", text, { validateStream: false });
+
 /** Runs the tracer until stopped; returns the exit status. */
 export async function trace(args: TraceArgs): Promise<number> {
   setLogHandler(args.verbose ? logToStderr : undefined);
@@ -173,7 +175,7 @@ export async function trace(args: TraceArgs): Promise<number> {
     if (events >= limit) return;
     // A terminal gets colour through the string formatter; pipes and files
     // get bytes written straight from the ring.
-    if (color) out.line(formatText(unlinkEvent.decode(bytes, offset), true));
+    if (color) out.line(formatText(unlinkEvent.decode(bytes, offset), red));
     else out.record(bytes, offset);
     if (++events === limit) stop();
   };

@@ -51,7 +51,10 @@ const CASES: [string, Uint8Array][] = [
 
 for (const format of ["json", "text"] as const) {
   Deno.test(`EventWriter writes ${format} lines byte for byte like the string formatter`, () => {
-    const writer = new EventWriter(format);
+    const chunks: Uint8Array[] = [];
+    const writer = new EventWriter(format, {
+      writeSync: (p) => (chunks.push(p.slice()), p.length),
+    });
     let expected = "";
     // Write each case into a ring-like buffer at an odd offset, as from a ring.
     const ring = new Uint8Array(304 * CASES.length + 8);
@@ -61,8 +64,7 @@ for (const format of ["json", "text"] as const) {
       const e = unlinkEvent.decode(ring, 8 + i * 304);
       expected += (format === "json" ? formatJson(e) : formatText(e)) + "\n";
     });
-    const chunks: Uint8Array[] = [];
-    writer.flush({ writeSync: (p) => (chunks.push(p.slice()), p.length) });
+    writer.flush();
     const actual = new TextDecoder().decode(new Uint8Array(chunks.flatMap((c) => [...c])));
     const got = actual.split("\n");
     expected.split("\n").forEach((line, i) => assert.equal(got[i], line, CASES[i]?.[0]));
@@ -70,18 +72,25 @@ for (const format of ["json", "text"] as const) {
   });
 }
 
-Deno.test("EventWriter grows its buffer and writes everything on flush", () => {
-  const writer = new EventWriter("json");
-  const bytes = record({ filename: encoder.encode("/tmp/" + "y".repeat(250)) });
-  for (let i = 0; i < 10_000; i++) writer.record(bytes, 0);
-  writer.line('{"type":"summary","data":{"events":10000,"lost":0}}');
+Deno.test("EventWriter writes out every 64 KiB and everything on flush, through partial writes", () => {
   let total = 0;
   let calls = 0;
   // A writer that takes at most 4096 bytes per call, like a pipe.
-  writer.flush({
-    writeSync: (p) => (calls++, total += Math.min(p.length, 4096), Math.min(p.length, 4096)),
-  });
-  assert.equal(total, 10_000 * (formatJson(unlinkEvent.decode(bytes)).length + 1) + 52);
+  const out = {
+    writeSync: (
+      p: Uint8Array,
+    ) => (calls++, total += Math.min(p.length, 4096), Math.min(p.length, 4096)),
+  };
+  const writer = new EventWriter("json", out);
+  const bytes = record({ filename: encoder.encode("/tmp/" + "y".repeat(250)) });
+  const line = formatJson(unlinkEvent.decode(bytes)).length + 1;
+  for (let i = 0; i < 10_000; i++) writer.record(bytes, 0);
+  assert.ok(total > 10_000 * line - 70 * 1024, "most was written before flush");
+  writer.line('{"type":"summary","data":{"events":10000,"lost":0}}');
+  writer.flush();
+  assert.equal(total, 10_000 * line + 52);
   assert.ok(calls > 1);
-  writer.flush({ writeSync: () => assert.fail("nothing left to write") });
+  const before = calls;
+  writer.flush();
+  assert.equal(calls, before, "nothing left to write");
 });

@@ -49,8 +49,9 @@ Deno.test("a text line aligns under the header and escapes control characters", 
   assert.equal(line.indexOf("12.3") + 4, TEXT_HEADER.indexOf("LAT(us)") + 7);
   assert.ok(line.endsWith(' /tmp/a "quoted"\\x0aname'), line);
   assert.ok(!line.includes("\n"));
-  assert.ok(!formatText(event, false).includes("\x1b["));
-  assert.ok(formatText(event, true).includes("\x1b[31mENOENT"));
+  assert.ok(!line.includes("\x1b["));
+  assert.ok(formatText(event, (ret) => `<${ret}>`).includes("<ENOENT      > "));
+  assert.ok(!formatText({ ...event, ret: 0 }, (ret) => `<${ret}>`).includes("<"));
 });
 
 Deno.test("a JSON event line is exactly the documented envelope", () => {
