@@ -8,8 +8,7 @@
  * @module
  */
 
-import { formatJson, formatText } from "../lib/format.ts";
-import { type UnlinkEvent, unlinkEvent } from "../lib/unlink.ts";
+import { EventWriter, formatJson, formatText, type UnlinkEvent, unlinkEvent } from "../mod.ts";
 
 /** One record as the kernel writes it, at a ring-like offset (after an 8-byte header). */
 function record(): { bytes: Uint8Array; offset: number } {
@@ -44,8 +43,21 @@ Deno.bench("format one event as JSON", { group: "per event" }, () => {
   sink[0] = formatJson(event);
 });
 
-Deno.bench("decode + format as JSON (trace.ts --json per event)", { group: "per event" }, () => {
+Deno.bench("decode + format as JSON (the string path)", { group: "per event" }, () => {
   sink[0] = formatJson(unlinkEvent.decode(bytes, offset));
+});
+
+// What trace.ts does per event: bytes from the ring straight into its buffer.
+const discard = { writeSync: (p: Uint8Array) => p.length };
+const jsonWriter = new EventWriter("json", discard);
+const textWriter = new EventWriter("text", discard);
+
+Deno.bench("write one event as JSON bytes (trace.ts --json)", { group: "per event" }, () => {
+  jsonWriter.record(bytes, offset);
+});
+
+Deno.bench("write one event as text bytes (trace.ts)", { group: "per event" }, () => {
+  textWriter.record(bytes, offset);
 });
 
 /** 1000 decoded records handed out one by one, as `for await` over a tracer does. */

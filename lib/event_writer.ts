@@ -107,12 +107,9 @@ export class EventWriter {
       this.#buf[this.#pos++] = 0x2d;
       n = -n;
     }
-    const start = this.#pos;
-    do {
-      this.#buf[this.#pos++] = 0x30 + (n % 10);
-      n = Math.floor(n / 10);
-    } while (n > 0);
-    this.#buf.subarray(start, this.#pos).reverse();
+    let width = 1;
+    for (let p = 10; p <= n; p *= 10) width++;
+    this.#digits(n, width);
   }
 
   #digits(n: number, width: number) {
@@ -128,14 +125,19 @@ export class EventWriter {
    * to escape (for JSON, no `"` or `\`); returns false, writing nothing, if not.
    */
   #plain(bytes: Uint8Array, at: number, max: number, json: boolean): boolean {
-    let end = at;
-    const limit = at + max;
-    for (; end < limit; end++) {
-      const b = bytes[end];
+    const buf = this.#buf;
+    const start = this.#pos;
+    let pos = start;
+    for (let i = at, end = at + max; i < end; i++) {
+      const b = bytes[i];
       if (b === 0) break;
-      if (b < 0x20 || b > 0x7e || (json && (b === 0x22 || b === 0x5c))) return false;
+      if (b < 0x20 || b > 0x7e || (json && (b === 0x22 || b === 0x5c))) {
+        this.#pos = start;
+        return false;
+      }
+      buf[pos++] = b;
     }
-    this.#put(bytes.subarray(at, end));
+    this.#pos = pos;
     return true;
   }
 
