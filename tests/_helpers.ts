@@ -112,6 +112,13 @@ export function scratch(names: string[]): string {
   return dir;
 }
 
+/** A child ready to unlink `n` fresh files in a scratch dir, for loss tests. */
+export async function spawnBurst(n: number): Promise<{ dir: string; child: Unlinker }> {
+  const names = Array.from({ length: n }, (_, i) => `f${i}`);
+  const dir = scratch(names);
+  return { dir, child: await spawnUnlinker(names.map((f) => `unlink:${dir}/${f}`)) };
+}
+
 /** The BPF objects (links, programs, maps) this process holds fds for. */
 export function bpfFds(): string[] {
   const out: string[] = [];

@@ -10,6 +10,7 @@ import {
   kernelTest,
   ROOT,
   scratch,
+  spawnBurst,
   spawnUnlinker,
   TEST_MODE,
 } from "./_helpers.ts";
@@ -249,9 +250,7 @@ kernelTest(
   "trace.ts with a one-page ring reports every drop: events + lost == unlinks done",
   async () => {
     const n = 3000;
-    const names = Array.from({ length: n }, (_, i) => `f${i}`);
-    const dir = scratch(names);
-    const child = await spawnUnlinker(names.map((f) => `unlink:${dir}/${f}`));
+    const { dir, child } = await spawnBurst(n);
     const run = await traceWhile(
       ["--json", "--ringbuf-size", "4096", "-p", String(child.pid)],
       () => child.go().then(() => {}),

@@ -18,6 +18,7 @@ import {
   fdCount,
   kernelTest,
   scratch,
+  spawnBurst,
   spawnUnlinker,
   TEST_MODE,
   type Unlinker,
@@ -145,9 +146,7 @@ kernelTest(
   "a tiny ring buffer counts every event it drops: delivered + lost == unlinks done",
   async () => {
     const n = 3000;
-    const names = Array.from({ length: n }, (_, i) => `f${i}`);
-    const dir = scratch(names);
-    const child = await spawnUnlinker(names.map((f) => `unlink:${dir}/${f}`));
+    const { dir, child } = await spawnBurst(n);
     const { events, tracer } = await traceChild({ pid: child.pid, ringBufferSize: 4096 }, child);
     const lost = tracer.lost;
     tracer.close();
