@@ -189,6 +189,42 @@ kernelTest(
   },
 );
 
+kernelTest("trace.ts colours failures only on a terminal, and never with NO_COLOR", async () => {
+  const dir = scratch([]);
+  // `script` gives the tracer a pseudo-terminal as stdout.
+  const onTty = async (env: Record<string, string>) => {
+    const proc = new Deno.Command("script", {
+      args: [
+        "-qec",
+        `${Deno.execPath()} run -A ${SCRIPT} --mode ${TEST_MODE} -n rm --count 1`,
+        "/dev/null",
+      ],
+      env: { TERM: "xterm", ...env },
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const out = new Response(proc.stdout).text();
+    // Unlink until the tracer is attached and counts one.
+    const deadline = Date.now() + 30_000;
+    let status: Deno.CommandStatus | undefined;
+    proc.status.then((s) => status = s);
+    while (!status && Date.now() < deadline) {
+      await new Deno.Command("rm", { args: [`${dir}/missing`], stderr: "null" }).output();
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await proc.status;
+    return await out;
+  };
+  const coloured = await onTty({});
+  const plain = await onTty({ NO_COLOR: "1" });
+  Deno.removeSync(dir, { recursive: true });
+  assert.match(coloured, /\x1b\[1mTIME .* FILENAME\x1b\[22m/);
+  assert.match(coloured, /\x1b\[31mENOENT +\x1b\[39m/);
+  assert.match(plain, /^TIME /m);
+  assert.match(plain, / ENOENT +[\d.]+ /);
+  assert.ok(!plain.includes("\x1b["), JSON.stringify(plain));
+});
+
 kernelTest(
   "trace.ts --duration and --count stop by themselves with a summary and exit 0",
   async () => {
