@@ -169,7 +169,7 @@ export class RingBuffer implements Disposable {
    */
   drain(fn: RecordHandler, limit: number = Infinity): number {
     this.#assertOpen();
-    const mask = this.#size - 1;
+    const size = this.#size;
     const headers = this.#headers;
     const data = this.#data;
     let cons = Number(Atomics.load(this.#consumerPos, 0));
@@ -180,7 +180,7 @@ export class RingBuffer implements Disposable {
       while (cons < prod && count < limit) {
         // Positions grow without bound; the low bits index the ring. A size
         // is a power of two, so % is exact on doubles below 2^53.
-        const at = cons % (mask + 1);
+        const at = cons % size;
         const header = Atomics.load(headers, at >> 2);
         if (header & BUSY_BIT) {
           this.#blocked = true; // reserved, not yet committed: stop here
