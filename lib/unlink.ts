@@ -26,7 +26,7 @@ import { UNLINK_BPF_O } from "../bpf/unlink_bpf.ts";
 import { bpf } from "./_ffi.ts";
 import { AttachError, BpfError, NotSupportedError, PermissionError } from "./errors.ts";
 import { checkLayout, defineLayout, type Layout, type RecordOf } from "./layout.ts";
-import { BpfObject, type Link } from "./object.ts";
+import { type BpfMap, BpfObject, type Link } from "./object.ts";
 import { type RecordHandler, RingBuffer } from "./ring_buffer.ts";
 import { ensureTracefs } from "./tracefs.ts";
 
@@ -172,6 +172,7 @@ export class UnlinkTracer implements Disposable, AsyncIterable<UnlinkEvent> {
   #obj: BpfObject;
   #links: Link[];
   #ring: RingBuffer;
+  #lostMap: BpfMap;
   #lostValue: Uint8Array<ArrayBuffer>;
   #lostKey = new Uint8Array(4);
   #lastLost = 0;
@@ -192,6 +193,7 @@ export class UnlinkTracer implements Disposable, AsyncIterable<UnlinkEvent> {
       tailWaitMs: WAKEUP_MS + 5,
       batchBytes: wakeupBytes(obj.map("events").maxEntries),
     });
+    this.#lostMap = obj.map("lost");
     this.#lostValue = new Uint8Array(8 * Math.max(1, bpf().libbpf_num_possible_cpus()));
   }
 
@@ -245,7 +247,7 @@ export class UnlinkTracer implements Disposable, AsyncIterable<UnlinkEvent> {
    * summed over all CPUs. Reads the kernel's counter on each access.
    */
   get lost(): number {
-    this.#obj.map("lost").lookup(this.#lostKey, this.#lostValue);
+    this.#lostMap.lookup(this.#lostKey, this.#lostValue);
     const counts = new BigUint64Array(this.#lostValue.buffer);
     let sum = 0n;
     for (const n of counts) sum += n;
