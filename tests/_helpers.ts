@@ -82,24 +82,38 @@ export async function spawnUnlinker(ops: string[]): Promise<Unlinker> {
     stdin: "piped",
     stdout: "piped",
   }).spawn();
-  const lines = child.stdout.pipeThrough(new TextDecoderStream()).values();
-  let text = "";
-  while (!text.includes("ready\n")) {
-    const { value, done } = await lines.next();
-    if (done) throw new Error("unlinker exited before it was ready");
-    text += value;
-  }
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = await readUntil(lines, "ready\n");
+  if (!text.includes("ready\n")) throw new Error("unlinker exited before it was ready");
   return {
     pid: child.pid,
     async go() {
       const writer = child.stdin.getWriter();
       await writer.write(new TextEncoder().encode("go\n"));
       await writer.close();
-      for await (const chunk of { [Symbol.asyncIterator]: () => lines }) text += chunk;
+      text = await readUntil(lines, undefined, text);
       await child.status;
       return JSON.parse(text.slice(text.indexOf("\n") + 1));
     },
   };
+}
+
+/**
+ * Reads from `reader` until the text contains `marker`, or to the end of the
+ * stream if there is no marker or it never comes. Returns `sofar` plus all it read.
+ */
+export async function readUntil(
+  reader: ReadableStreamDefaultReader<string>,
+  marker?: string,
+  sofar = "",
+): Promise<string> {
+  let text = sofar;
+  while (marker === undefined || !text.includes(marker)) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += value;
+  }
+  return text;
 }
 
 /** A fresh temp dir holding the named empty files (and dirs, names ending in /). */

@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { UnlinkTracer } from "../mod.ts";
-import { AUTO_METHOD, kernelTest, ROOT, scratch } from "./_helpers.ts";
+import { AUTO_METHOD, kernelTest, readUntil, ROOT, scratch } from "./_helpers.ts";
 
 const SCRIPT = `${ROOT}scripts/printk.ts`;
 
@@ -45,12 +45,8 @@ kernelTest(
       stderr: "piped",
     }).spawn();
     const stderr = proc.stderr.pipeThrough(new TextDecoderStream()).getReader();
-    let err = "";
-    while (!err.includes("attached via fentry")) {
-      const { value, done } = await stderr.read();
-      if (done) throw new Error(`printk.ts exited early: ${err}`);
-      err += value;
-    }
+    const err = await readUntil(stderr, "attached via fentry");
+    if (!err.includes("attached via fentry")) throw new Error(`printk.ts exited early: ${err}`);
     const rm = await new Deno.Command("rm", { args: [`${dir}/gone`] }).spawn();
     const rmPid = rm.pid;
     await rm.status;

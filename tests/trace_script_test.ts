@@ -8,6 +8,7 @@ import { parseTraceArgs, UsageError } from "../scripts/trace.ts";
 import {
   EXPECTED_METHOD,
   kernelTest,
+  readUntil,
   ROOT,
   scratch,
   spawnBurst,
@@ -47,22 +48,12 @@ async function traceWhile(args: string[], during: () => Promise<void>): Promise<
     stderr: "piped",
   }).spawn();
   const stdout = new Response(child.stdout).text();
-  const errLines = child.stderr.pipeThrough(new TextDecoderStream());
-  let stderr = "";
-  const reader = errLines.getReader();
-  while (!stderr.includes("attached via")) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    stderr += value;
-  }
+  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let stderr = await readUntil(reader, "attached via");
   await during();
   await new Promise((r) => setTimeout(r, 300));
   child.kill("SIGINT");
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    stderr += value;
-  }
+  stderr = await readUntil(reader, undefined, stderr);
   const status = await child.status;
   return { code: status.code, stdout: await stdout, stderr };
 }
@@ -218,8 +209,9 @@ kernelTest("trace.ts colours failures only on a terminal, and never with NO_COLO
   const coloured = await onTty({});
   const plain = await onTty({ NO_COLOR: "1" });
   Deno.removeSync(dir, { recursive: true });
-  assert.match(coloured, /\x1b\[1mTIME .* FILENAME\x1b\[22m/);
-  assert.match(coloured, /\x1b\[31mENOENT +\x1b\[39m/);
+  const esc = "\x1b";
+  assert.match(coloured, new RegExp(`${esc}\\[1mTIME .* FILENAME${esc}\\[22m`));
+  assert.match(coloured, new RegExp(`${esc}\\[31mENOENT +${esc}\\[39m`));
   assert.match(plain, /^TIME /m);
   assert.match(plain, / ENOENT +[\d.]+ /);
   assert.ok(!plain.includes("\x1b["), JSON.stringify(plain));
@@ -262,13 +254,10 @@ kernelTest(
       stderr: "piped",
     }).spawn();
     const stdout = new Response(counted.stdout).text();
-    const err = counted.stderr.getReader();
-    let text = "";
-    while (!text.includes("attached via")) {
-      text += new TextDecoder().decode(
-        (await err.read()).value,
-      );
-    }
+    await readUntil(
+      counted.stderr.pipeThrough(new TextDecoderStream()).getReader(),
+      "attached via",
+    );
     await child.go();
     const status = await counted.status;
     Deno.removeSync(dir, { recursive: true });
