@@ -341,6 +341,11 @@ export class Link implements Disposable {
     return this.#ptr !== null;
   }
 
+  /** UNSAFE: the raw `struct bpf_link *`, or null once closed. */
+  get unsafeHandle(): Deno.PointerObject | null {
+    return this.#ptr;
+  }
+
   /** Detaches. Idempotent. */
   close(): void {
     if (this.#ptr === null) return;
