@@ -23,6 +23,17 @@ import { Btf } from "./btf.ts";
 import { BpfError } from "./errors.ts";
 import { installLog, takeLog } from "./log.ts";
 
+/**
+ * Safety nets only: an object or link that is garbage-collected without
+ * close() still gets freed. close() (or `using`) is the way; it unregisters.
+ */
+const unclosedObjects = new FinalizationRegistry<Deno.PointerObject>((ptr) =>
+  bpf().bpf_object__close(ptr)
+);
+const unclosedLinks = new FinalizationRegistry<Deno.PointerObject>((ptr) =>
+  bpf().bpf_link__destroy(ptr)
+);
+
 /** The use-after-close guard shared by every handle. */
 function live<T>(ptr: T | null, what: string): T {
   if (ptr === null) throw new TypeError(`${what} is closed`);
@@ -40,6 +51,7 @@ export class BpfObject implements Disposable {
     this.#ptr = ptr;
     this.#name = name;
     this.#bytes = bytes;
+    unclosedObjects.register(this, ptr, this);
   }
 
   /** Opens an object from its ELF bytes (e.g. an embedded `.bpf.o`). */
@@ -167,6 +179,7 @@ export class BpfObject implements Disposable {
   /** Unloads the programs and frees the maps. Idempotent. */
   close(): void {
     if (this.#ptr === null) return;
+    unclosedObjects.unregister(this);
     bpf().bpf_object__close(this.#ptr);
     this.#ptr = null;
     this.#bytes = undefined;
@@ -334,6 +347,7 @@ export class Link implements Disposable {
   /** @internal Use {@linkcode Program.attach}. */
   constructor(ptr: Deno.PointerObject) {
     this.#ptr = ptr;
+    unclosedLinks.register(this, ptr, this);
   }
 
   /** Whether the link is still attached. */
@@ -349,6 +363,7 @@ export class Link implements Disposable {
   /** Detaches. Idempotent. */
   close(): void {
     if (this.#ptr === null) return;
+    unclosedLinks.unregister(this);
     bpf().bpf_link__destroy(this.#ptr);
     this.#ptr = null;
   }
