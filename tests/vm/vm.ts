@@ -444,6 +444,11 @@ function qemuArgs(image: KernelImage, plan: BootPlan): string[] {
     "console=ttyS0 quiet panic=-1",
     "-m",
     "2048",
+    // One host thread runs both vCPUs. With multi-threaded TCG, a vCPU could
+    // execute kernel text while the other patched it (kprobes, tracepoint
+    // static keys), and guests crashed or hung right as probes attached.
+    "-accel",
+    "tcg,thread=single",
     "-smp",
     "2",
     "-cpu",

@@ -19,7 +19,7 @@ import { delimiter, join } from "node:path";
 import { type Kernel, KERNELS, prepareKernel, runInVm, VmError } from "./vm.ts";
 
 const IN_CI = Deno.env.get("CI") === "true";
-const GUEST_TIMEOUT_MS = 15 * 60_000;
+const GUEST_TIMEOUT_MS = 30 * 60_000;
 // The guest suite: the kernel tests once per attach mode (tests/vm/guest.ts).
 const GUEST_COMMAND = ["deno", "run", "-A", "--no-check", "tests/vm/guest.ts"];
 
