@@ -104,6 +104,23 @@ const LIBC = {
   },
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  // int open(const char *path, int flags, ...): the mode is never passed (no O_CREAT)
+  open: { parameters: ["buffer", "i32"], result: "i32" },
+  // ssize_t read(int fd, void *buf, size_t count)
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  // The same read(2), off the main thread: for fds that block (trace_pipe).
+  read_blocking: {
+    name: "read",
+    parameters: ["i32", "buffer", "usize"],
+    result: "isize",
+    nonblocking: true,
+  },
+  // int access(const char *path, int mode)
+  access: { parameters: ["buffer", "i32"], result: "i32" },
+  // int poll(struct pollfd *fds, nfds_t nfds, int timeout)
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  // int uname(struct utsname *buf)
+  uname: { parameters: ["buffer"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   // void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset)
   mmap: {
@@ -183,7 +200,11 @@ export function c(): Libc {
   return libc.symbols;
 }
 
-/** The calling thread's errno, read right after a failed call. */
+/**
+ * The calling thread's errno. Read it only through {@linkcode checkPtr} or
+ * {@linkcode failure}, immediately after the call that failed: any other call
+ * in between may overwrite it.
+ */
 export function errno(): number {
   const where = c().__errno_location();
   return where ? new Deno.UnsafePointerView(where).getInt32() : 0;

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { errno } from "./_ffi.ts";
 import { errnoDescription, errnoName } from "./errno.ts";
 
 /** A libbpf or kernel call failed with an errno. */
@@ -23,12 +24,12 @@ export class BpfError extends Error {
     errno: number,
     options: { hint?: string; log?: string; cause?: unknown } = {},
   ) {
-    const code = errnoName(errno);
+    // errno 0: the call failed without saying why (a library bug); say so
+    // rather than invent a cause.
+    const code = errno === 0 ? "EUNKNOWN" : errnoName(errno);
+    const why = errno === 0 ? "failed without an errno" : `${code} (${errnoDescription(errno)})`;
     const hint = options.hint ? `; ${options.hint}` : "";
-    super(
-      `Cannot ${operation}: ${code} (${errnoDescription(errno)})${hint}`,
-      { cause: options.cause },
-    );
+    super(`Cannot ${operation}: ${why}${hint}`, { cause: options.cause });
     this.name = "BpfError";
     this.errno = errno;
     this.code = code;
@@ -52,16 +53,50 @@ export class NotSupportedError extends Error {
   }
 }
 
-/** The process lacks the privileges to load BPF programs. */
-export class PermissionError extends Error {
-  constructor(detail = "") {
-    super(
-      `deno_bpf needs root (or CAP_BPF and CAP_PERFMON)${
-        detail ? `: ${detail}` : ""
-      }; run it with sudo`,
-    );
+/**
+ * The process lacks the privileges for a BPF operation: it is not root and
+ * has neither CAP_SYS_ADMIN nor CAP_BPF with CAP_PERFMON. A kernel that
+ * refuses a privileged process (lockdown, an LSM) raises a plain
+ * {@linkcode BpfError} instead, because sudo would not help there.
+ */
+export class PermissionError extends BpfError {
+  constructor(operation = "use BPF", errno = 1) {
+    super(operation, errno);
+    this.message = "deno_bpf needs root (or CAP_BPF and CAP_PERFMON); run it with sudo";
     this.name = "PermissionError";
   }
+}
+
+/**
+ * The kernel's verifier rejected a program. {@linkcode BpfError.log} holds
+ * the verifier's whole log; the message shows its last lines.
+ */
+export class VerifierError extends BpfError {
+  /** The program the verifier rejected, or `""` if libbpf did not say. */
+  readonly program: string;
+
+  constructor(operation: string, errno: number, program: string, log: string) {
+    super(operation, errno, { log });
+    const tail = verifierLog(log).trim().split("\n").slice(-3).map((l) => l.trim()).join(" | ");
+    this.message = `The BPF verifier rejected ${program ? `program "${program}"` : "a program"}` +
+      ` while trying to ${operation}: ${tail || this.code}; the whole verifier log is in error.log`;
+    this.name = "VerifierError";
+    this.program = program;
+  }
+}
+
+/**
+ * The verifier's own log inside libbpf's log, which libbpf prints between
+ * `-- BEGIN PROG LOAD LOG --` and `-- END PROG LOAD LOG --`; `""` if absent.
+ */
+export function verifierLog(libbpfLog: string): string {
+  const begin = libbpfLog.indexOf("-- BEGIN PROG LOAD LOG --");
+  if (begin < 0) return "";
+  const start = libbpfLog.indexOf("\n", begin) + 1;
+  const end = libbpfLog.indexOf("-- END PROG LOAD LOG --", start);
+  const text = libbpfLog.slice(start, end < 0 ? undefined : end);
+  // The END marker's line starts with libbpf's "libbpf: prog 'x': " prefix.
+  return text.slice(0, text.lastIndexOf("\n") + 1);
 }
 
 /** libbpf could not be found or is too old. */
@@ -91,17 +126,46 @@ export class LayoutMismatchError extends Error {
   }
 }
 
+/** What {@linkcode check} and friends may add to an error. */
+export interface ErrorOptions {
+  /** What the user can do about it, appended to the message. */
+  hint?: string;
+  /** libbpf's log for the failing call. */
+  log?: string;
+}
+
 /**
  * Turns libbpf's `-errno` convention into an exception: returns `ret` when it
  * is >= 0, and throws a {@linkcode BpfError} otherwise.
  */
-export function check(
-  ret: number,
-  operation: string,
-  options?: { hint?: string; log?: string },
-): number {
+export function check(ret: number, operation: string, options?: ErrorOptions): number {
   if (ret >= 0) return ret;
   throw new BpfError(operation, -ret, options);
+}
+
+/**
+ * For calls that return NULL (libbpf) or -1 (libc) and set errno: the error
+ * for the call that just failed. Call it before any other native call, which
+ * could overwrite errno.
+ */
+export function failure(operation: string, options?: ErrorOptions): BpfError {
+  return new BpfError(operation, errno(), options);
+}
+
+/** Returns `ptr`, or throws {@linkcode failure} if the call returned NULL. */
+export function checkPtr(
+  ptr: Deno.PointerValue,
+  operation: string,
+  options?: ErrorOptions,
+): Deno.PointerObject {
+  if (ptr !== null) return ptr;
+  throw failure(operation, options);
+}
+
+/** Returns `ret`, or throws {@linkcode failure} if a libc call returned -1. */
+export function checkErrno(ret: number, operation: string, options?: ErrorOptions): number {
+  if (ret >= 0) return ret;
+  throw failure(operation, options);
 }
 
 /** No attach method worked (or the one forced did not). */

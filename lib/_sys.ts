@@ -1,0 +1,88 @@
+/**
+ * The few facts deno_bpf reads from /proc and /sys, read through libc.
+ *
+ * Deno 2.9 refuses `Deno.readTextFileSync`/`Deno.statSync` under /proc and
+ * /sys unless the process has `--allow-all`, even with `--allow-read`. Reads
+ * done by C are not checked by Deno, so reading here through libc lets the
+ * scripts run with `--allow-ffi --allow-env` only. Each reader is a thin shell
+ * over one libc call; the parsing beside it is pure and tested on text.
+ *
+ * @module
+ */
+
+import { c, cstr } from "./_ffi.ts";
+import { checkErrno, failure } from "./errors.ts";
+
+const O_RDONLY = 0;
+const O_CLOEXEC = 0x80000;
+const F_OK = 0;
+const ENOENT = 2;
+const ENOTDIR = 20;
+
+/** Whether `path` exists (`access(F_OK)`); a refusal other than "no such file" throws. */
+export function pathExists(path: string): boolean {
+  if (c().access(cstr(path), F_OK) === 0) return true;
+  const error = failure(`check ${path}`);
+  if (error.errno === ENOENT || error.errno === ENOTDIR) return false;
+  throw error;
+}
+
+/**
+ * The contents of a small text file such as `/proc/self/status`, or
+ * `undefined` if it does not exist. Reads at most `max` bytes.
+ */
+export function readSmallFile(path: string, max = 64 * 1024): string | undefined {
+  const fd = c().open(cstr(path), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const error = failure(`open ${path}`);
+    if (error.errno === ENOENT || error.errno === ENOTDIR) return undefined;
+    throw error;
+  }
+  try {
+    const buf = new Uint8Array(max);
+    let len = 0;
+    while (len < max) {
+      const n = Number(c().read(fd, buf.subarray(len), BigInt(max - len)));
+      checkErrno(n, `read ${path}`);
+      if (n === 0) break;
+      len += n;
+    }
+    return new TextDecoder().decode(buf.subarray(0, len));
+  } finally {
+    c().close(fd);
+  }
+}
+
+/** The kernel release, as `uname -r` prints it (e.g. `"6.1.0-56-amd64"`). */
+export function kernelRelease(): string {
+  // struct utsname: six fields of 65 bytes on Linux; release is the third.
+  const buf = new Uint8Array(6 * 65);
+  checkErrno(c().uname(buf), "read the kernel version (uname)");
+  const field = buf.subarray(2 * 65, 3 * 65);
+  return new TextDecoder().decode(field.subarray(0, field.indexOf(0)));
+}
+
+/** The effective capability set from `/proc/<pid>/status` text, or `undefined`. */
+export function parseCapEff(status: string): bigint | undefined {
+  const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1];
+  return hex === undefined ? undefined : BigInt(`0x${hex}`);
+}
+
+const CAP_SYS_ADMIN = 21;
+const CAP_PERFMON = 38;
+const CAP_BPF = 39;
+
+/** Whether a capability set allows loading tracing programs. */
+export function canTrace(caps: bigint): boolean {
+  const has = (cap: number) => (caps >> BigInt(cap) & 1n) === 1n;
+  return has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON));
+}
+
+/**
+ * Whether this process may load tracing programs, from its capabilities;
+ * `undefined` where /proc cannot say.
+ */
+export function processCanTrace(): boolean | undefined {
+  const caps = parseCapEff(readSmallFile("/proc/self/status") ?? "");
+  return caps === undefined ? undefined : canTrace(caps);
+}
