@@ -60,8 +60,8 @@ export class NotSupportedError extends Error {
  * {@linkcode BpfError} instead, because sudo would not help there.
  */
 export class PermissionError extends BpfError {
-  constructor(operation = "use BPF", errno = 1) {
-    super(operation, errno);
+  constructor(operation = "use BPF", errno = 1, log = "") {
+    super(operation, errno, { log });
     this.message = "deno_bpf needs root (or CAP_BPF and CAP_PERFMON); run it with sudo";
     this.name = "PermissionError";
   }

@@ -26,7 +26,7 @@
  * @module
  */
 
-import type { BtfStruct } from "./btf.ts";
+import type { BtfShape, BtfStruct } from "./btf.ts";
 import { LayoutMismatchError } from "./errors.ts";
 
 /**
@@ -235,10 +235,29 @@ export function defineLayout<const F extends Fields>(
   };
 }
 
+/** Whether a declared field type is the C type BTF describes. */
+function fits(type: FieldType, shape: BtfShape): boolean {
+  const array = /^char\[(\d+)\]$/.exec(type);
+  if (array) {
+    return shape.kind === "array" && shape.count === Number(array[1]) &&
+      shape.element.kind === "int" && shape.element.size === 1;
+  }
+  return shape.kind === "int" && shape.size === fieldSize(type) &&
+    shape.signed === type.startsWith("i");
+}
+
+/** A BTF shape in the layout's own words: `i32`, `char[16]`, `a 8-byte struct or pointer`. */
+function shapeText(shape: BtfShape): string {
+  if (shape.kind === "int") return `${shape.signed ? "i" : "u"}${shape.size * 8}`;
+  if (shape.kind === "array") return `an array of ${shape.count} ${shapeText(shape.element)}`;
+  return `a ${shape.size}-byte struct or pointer`;
+}
+
 /**
  * Checks a declared layout against the struct that BTF describes: the same
  * size, the same members, and each member at the same offset with the same
- * size. Throws a {@linkcode LayoutMismatchError} naming the first difference.
+ * C type (size, and signedness for integers, 64-bit ones included). Throws a
+ * {@linkcode LayoutMismatchError} naming the first difference.
  */
 export function checkLayout(layout: Layout, btf: BtfStruct | undefined): void {
   const fail = (problem: string) => {
@@ -268,6 +287,10 @@ export function checkLayout(layout: Layout, btf: BtfStruct | undefined): void {
           fieldSize(type)
         } bytes) declared`,
       );
+    }
+    const wanted = shapeText(member.shape);
+    if (!fits(type, member.shape)) {
+      fail(`field "${member.name}" is ${wanted} in BTF, ${type} declared`);
     }
     declared.delete(member.name);
   }

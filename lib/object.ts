@@ -18,10 +18,11 @@
  * @module
  */
 
-import { bpf, c, cstr, errno, readCString } from "./_ffi.ts";
+import { bpf, c, cstr, readCString } from "./_ffi.ts";
 import { Btf } from "./btf.ts";
-import { BpfError } from "./errors.ts";
+import { BpfError, checkPtr, PermissionError, VerifierError, verifierLog } from "./errors.ts";
 import { installLog, takeLog } from "./log.ts";
+import { processCanTrace } from "./_sys.ts";
 
 /**
  * Safety nets only: an object or link that is garbage-collected without
@@ -65,8 +66,7 @@ export class BpfObject implements Disposable {
     const cname = cstr(name);
     const opts = new BigUint64Array([16n, Deno.UnsafePointer.value(Deno.UnsafePointer.of(cname))]);
     const ptr = bpf().bpf_object__open_mem(copy, BigInt(copy.length), Deno.UnsafePointer.of(opts));
-    if (!ptr) throw openError(`open BPF object "${name}"`);
-    return new BpfObject(ptr, name, copy);
+    return new BpfObject(openChecked(ptr, `open BPF object "${name}"`), name, copy);
   }
 
   /** Opens an object from a `.bpf.o` file. */
@@ -74,8 +74,7 @@ export class BpfObject implements Disposable {
     installLog();
     takeLog();
     const ptr = bpf().bpf_object__open_file(cstr(path), null);
-    if (!ptr) throw openError(`open BPF object "${path}"`);
-    return new BpfObject(ptr, path);
+    return new BpfObject(openChecked(ptr, `open BPF object "${path}"`), path);
   }
 
   /** The name this object was opened under. */
@@ -128,11 +127,11 @@ export class BpfObject implements Disposable {
     return found;
   }
 
-  /** The object's own BTF. */
+  /** The object's own BTF: a borrowed view, unusable once the object is closed. */
   get btf(): Btf {
     const ptr = bpf().bpf_object__btf(live(this.#ptr, "BpfObject"));
     if (!ptr) throw new TypeError(`BPF object "${this.#name}" has no BTF`);
-    return new Btf(ptr);
+    return new Btf(ptr, this);
   }
 
   /**
@@ -157,18 +156,20 @@ export class BpfObject implements Disposable {
     writeScalar(bytes, name, value);
   }
 
-  /** Loads every program whose autoload is on, and creates the maps. */
+  /**
+   * Loads every program whose autoload is on, and creates the maps. A
+   * program the verifier refuses throws a {@linkcode VerifierError} (its log
+   * in `error.log`); a process without the privileges for BPF throws a
+   * {@linkcode PermissionError}; any other refusal is a {@linkcode BpfError}.
+   */
   load(): void {
     const obj = live(this.#ptr, "BpfObject");
     takeLog();
     const ret = bpf().bpf_object__load(obj);
     const log = takeLog();
-    if (ret < 0) {
-      throw new BpfError(`load BPF object "${this.#name}"`, -ret, { log });
-    }
+    if (ret < 0) throw loadError(`load BPF object "${this.#name}"`, -ret, log);
     this.#loaded = true;
     this.#bytes = undefined;
-    releaseFreedMemory();
   }
 
   /** UNSAFE: the raw `struct bpf_object *`, valid until close. */
@@ -183,7 +184,6 @@ export class BpfObject implements Disposable {
     bpf().bpf_object__close(this.#ptr);
     this.#ptr = null;
     this.#bytes = undefined;
-    releaseFreedMemory();
   }
 
   [Symbol.dispose](): void {
@@ -192,16 +192,38 @@ export class BpfObject implements Disposable {
 }
 
 /**
- * Loading parses the kernel's BTF (several MiB) and frees it again, but glibc
- * keeps freed heap resident; give it back so a tracer's RSS stays small.
+ * Returns freed native heap to the kernel (glibc's `malloc_trim`), for the
+ * whole process. Loading an object parses the kernel's BTF (several MiB) and
+ * frees it again, but glibc keeps freed heap resident: a long-running tool
+ * can call this once after loading to shrink its RSS by about 10 MiB.
+ * deno_bpf never calls it by itself.
  */
-function releaseFreedMemory() {
+export function releaseFreedMemory(): void {
   c().malloc_trim(0n);
 }
 
-function openError(operation: string): BpfError {
-  const code = errno() || 22;
-  return new BpfError(operation, code, { log: takeLog() });
+/** takeLog() runs no native code, so errno is still the failed call's. */
+function openChecked(ptr: Deno.PointerValue, operation: string): Deno.PointerObject {
+  return checkPtr(ptr, operation, { log: takeLog() });
+}
+
+const EPERM = 1;
+const EACCES = 13;
+
+/**
+ * The error for a failed load: the verifier's rejection if libbpf printed a
+ * verifier log, "needs root" only if the process really lacks the
+ * privileges, else the kernel's plain refusal (e.g. lockdown's EPERM).
+ */
+function loadError(operation: string, errno: number, log: string): BpfError {
+  if (verifierLog(log).trim()) {
+    const program = /prog '([^']+)': -- BEGIN PROG LOAD LOG --/.exec(log)?.[1] ?? "";
+    return new VerifierError(operation, errno, program, log);
+  }
+  if ((errno === EPERM || errno === EACCES) && processCanTrace() === false) {
+    return new PermissionError(operation, errno, log);
+  }
+  return new BpfError(operation, errno, { log });
 }
 
 function writeScalar(
@@ -286,14 +308,12 @@ export class Program extends Part {
 
   /** Attaches by the program's section name (fentry, kprobe, tracepoint, ...). */
   attach(): Link {
+    const prog = this.p();
+    const what = `attach "${this.name}" (${this.section})`;
     takeLog();
-    const ptr = bpf().bpf_program__attach(this.p());
-    if (!ptr) {
-      throw new BpfError(`attach "${this.name}" (${this.section})`, errno() || 22, {
-        log: takeLog(),
-      });
-    }
-    return new Link(ptr);
+    const ptr = bpf().bpf_program__attach(prog);
+    // Nothing native may run between the call and checkPtr's errno read.
+    return new Link(checkPtr(ptr, what, { log: takeLog() }));
   }
 }
 
