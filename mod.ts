@@ -31,6 +31,8 @@ export {
   LibbpfNotFoundError,
   NotSupportedError,
   PermissionError,
+  VerifierError,
+  verifierLog,
 } from "./lib/errors.ts";
 export { errnoDescription, errnoName } from "./lib/errno.ts";
 export { Btf, type BtfSlot, type BtfStruct } from "./lib/btf.ts";
@@ -48,14 +50,15 @@ export {
   type RecordOf,
 } from "./lib/layout.ts";
 export { type LogHandler, type LogLevel, logToStderr, setLogHandler, takeLog } from "./lib/log.ts";
-export { BpfMap, BpfObject, Link, Program } from "./lib/object.ts";
+export { BpfMap, BpfObject, Link, Program, releaseFreedMemory } from "./lib/object.ts";
 export { type RecordHandler, RingBuffer, type RingBufferOptions } from "./lib/ring_buffer.ts";
-export { ensureTracefs, TRACEFS } from "./lib/tracefs.ts";
+export { ensureTracefs, findTracefs, TRACEFS, TracePipe } from "./lib/tracefs.ts";
 export { monotonicToEpochMs } from "./lib/clock.ts";
 export {
   ATTACH_METHODS,
   type AttachMethod,
   DEFAULT_RING_SIZE,
+  isRingSize,
   type SkippedMethod,
   type UnlinkEvent,
   unlinkEvent,

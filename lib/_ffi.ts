@@ -119,6 +119,14 @@ const LIBC = {
   access: { parameters: ["buffer", "i32"], result: "i32" },
   // int poll(struct pollfd *fds, nfds_t nfds, int timeout)
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  // The same poll(2), off the main thread, for waits that may last (its errno
+  // is another thread's: callers must not read it).
+  poll_wait: {
+    name: "poll",
+    parameters: ["buffer", "u64", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
   // int uname(struct utsname *buf)
   uname: { parameters: ["buffer"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },

@@ -86,3 +86,20 @@ export function processCanTrace(): boolean | undefined {
   const caps = parseCapEff(readSmallFile("/proc/self/status") ?? "");
   return caps === undefined ? undefined : canTrace(caps);
 }
+
+const POLLERR = 0x008;
+const POLLHUP = 0x010;
+
+/**
+ * Whether nobody will ever read what is written to `fd` any more: a pipe or
+ * socket whose reader has gone (`trace.ts | head -1` after head exits). A
+ * terminal or a file is never closed in this sense. Does not block.
+ */
+export function outputClosed(fd: number): boolean {
+  // struct pollfd { int fd; short events; short revents; }: with no events
+  // asked for, poll still reports POLLERR/POLLHUP.
+  const pollfd = new Uint8Array(8);
+  new DataView(pollfd.buffer).setInt32(0, fd, true);
+  const n = checkErrno(c().poll(pollfd, 1n, 0), `poll fd ${fd}`);
+  return n > 0 && (new DataView(pollfd.buffer).getInt16(6, true) & (POLLERR | POLLHUP)) !== 0;
+}

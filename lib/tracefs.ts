@@ -6,7 +6,7 @@
  */
 
 import { c, cstr } from "./_ffi.ts";
-import { failure } from "./errors.ts";
+import { checkErrno, failure } from "./errors.ts";
 import { pathExists } from "./_sys.ts";
 
 /** Where tracefs is mounted on modern systems. */
@@ -37,4 +37,69 @@ export function ensureTracefs(): string {
     });
   }
   return TRACEFS;
+}
+
+const O_RDONLY = 0;
+const O_NONBLOCK = 0x800;
+const O_CLOEXEC = 0x80000;
+const EAGAIN = 11;
+const POLLIN = 0x1;
+
+const unclosedPipes = new FinalizationRegistry<number>((fd) => c().close(fd));
+
+/**
+ * The kernel's `trace_pipe` (what `bpf_printk` writes), read through libc:
+ * Deno refuses to open files under /sys without `--allow-all`. Reading
+ * consumes the lines, as `cat trace_pipe` does.
+ */
+export class TracePipe implements Disposable {
+  #fd: number;
+  #buf = new Uint8Array(64 * 1024);
+  #pollfd = new Uint8Array(8);
+  #decoder = new TextDecoder();
+
+  /** Opens `trace_pipe` in the tracefs at `dir` (see {@linkcode ensureTracefs}). */
+  constructor(dir: string) {
+    const path = `${dir}/trace_pipe`;
+    this.#fd = checkErrno(c().open(cstr(path), O_RDONLY | O_NONBLOCK | O_CLOEXEC), `open ${path}`);
+    const view = new DataView(this.#pollfd.buffer);
+    view.setInt32(0, this.#fd, true);
+    view.setInt16(4, POLLIN, true);
+    unclosedPipes.register(this, this.#fd, this);
+  }
+
+  /**
+   * Waits up to `timeoutMs` for text and returns what is there (possibly
+   * `""`, and possibly ending mid-line). Returns `null` once closed.
+   */
+  async read(timeoutMs: number): Promise<string | null> {
+    if (this.#fd < 0) return null;
+    const text = this.#readNow();
+    if (text !== "") return text;
+    await c().poll_wait(this.#pollfd, 1n, timeoutMs);
+    return this.#fd < 0 ? null : this.#readNow();
+  }
+
+  /** Reads what is buffered without waiting; errno is read on this thread. */
+  #readNow(): string {
+    const n = Number(c().read(this.#fd, this.#buf, BigInt(this.#buf.length)));
+    if (n < 0) {
+      const error = failure("read trace_pipe");
+      if (error.errno === EAGAIN) return "";
+      throw error;
+    }
+    return this.#decoder.decode(this.#buf.subarray(0, n), { stream: true });
+  }
+
+  /** Closes the pipe. Idempotent; a pending {@linkcode read} then returns `null`. */
+  close(): void {
+    if (this.#fd < 0) return;
+    unclosedPipes.unregister(this);
+    c().close(this.#fd);
+    this.#fd = -1;
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
 }

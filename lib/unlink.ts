@@ -24,11 +24,18 @@
 
 import { UNLINK_BPF_O } from "../bpf/unlink_bpf.ts";
 import { bpf } from "./_ffi.ts";
-import { AttachError, BpfError, NotSupportedError, PermissionError } from "./errors.ts";
+import {
+  AttachError,
+  BpfError,
+  NotSupportedError,
+  PermissionError,
+  VerifierError,
+} from "./errors.ts";
 import { checkLayout, defineLayout, type Layout, type RecordOf } from "./layout.ts";
 import { type BpfMap, BpfObject, type Link } from "./object.ts";
 import { type RecordHandler, RingBuffer } from "./ring_buffer.ts";
-import { ensureTracefs } from "./tracefs.ts";
+import { pathExists, processCanTrace } from "./_sys.ts";
+import { ensureTracefs, findTracefs, TRACEFS } from "./tracefs.ts";
 
 /** The fields of `struct unlink_event` (bpf/unlink.h): C type and byte offset. */
 const UNLINK_FIELDS = {
@@ -72,9 +79,9 @@ export const DEFAULT_RING_SIZE = 2 * 1024 * 1024;
 /** BPF wakes the reader at most this often for a trickle (see bpf/unlink.bpf.c). */
 const WAKEUP_MS = 20;
 const BPF_MAP_TYPE_RINGBUF = 27;
-const CAP_SYS_ADMIN = 21n;
-const CAP_PERFMON = 38n;
-const CAP_BPF = 39n;
+const ENOENT = 2;
+/** The largest ring the kernel accepts: max_entries is a u32 power of two. */
+const MAX_RING_SIZE = 2 ** 31;
 
 /** Options for {@linkcode UnlinkTracer.open}. Filters run in the kernel. */
 export interface UnlinkTracerOptions {
@@ -90,6 +97,14 @@ export interface UnlinkTracerOptions {
   mode?: "auto" | AttachMethod;
   /** Ring buffer size in bytes: a power of two, at least a page. Default 2 MiB. */
   ringBufferSize?: number;
+  /**
+   * Whether the tracepoint method may mount tracefs at `/sys/kernel/tracing`
+   * when no tracefs is mounted (some hosts do not mount it at boot). The
+   * mount stays after the tracer exits, as `mount -t tracefs` would. Default
+   * `true`; with `false` the tracepoint method fails instead, saying how to
+   * mount it.
+   */
+  mountTracefs?: boolean;
 }
 
 /** An attach method that was tried and did not work, and why. */
@@ -99,19 +114,24 @@ export interface SkippedMethod {
 }
 
 /** Why a method failed, in a few words: `load refused (EPERM)`. */
-function reasonOf(error: unknown): string {
-  if (error instanceof BpfError) {
-    const stage = error.operation.startsWith("load") ? "load refused" : "attach failed";
-    return `${stage} (${error.code})`;
-  }
-  return error instanceof Error ? error.message : String(error);
+function reasonOf(error: BpfError): string {
+  if (error instanceof VerifierError) return `rejected by the verifier (${error.code})`;
+  if (error.operation === NO_TRACEFS) return `tracefs is not mounted (${error.code})`;
+  const stage = error.operation.startsWith("load") ? "load refused" : "attach failed";
+  return `${stage} (${error.code})`;
+}
+
+/** Whether `size` is a ring size the kernel accepts (checked in doubles, not 32-bit ints). */
+export function isRingSize(size: number): boolean {
+  return Number.isInteger(size) && size >= 4096 && size <= MAX_RING_SIZE &&
+    Number.isInteger(Math.log2(size));
 }
 
 function validate(options: UnlinkTracerOptions): number {
   const size = options.ringBufferSize ?? DEFAULT_RING_SIZE;
-  if (!Number.isInteger(size) || size < 4096 || (size & (size - 1)) !== 0) {
+  if (!isRingSize(size)) {
     throw new RangeError(
-      `Ring buffer size must be a power of two of at least 4096 bytes, got ${size}`,
+      `Ring buffer size must be a power of two from 4096 bytes to 2 GiB, got ${size}`,
     );
   }
   for (const key of ["pid", "uid"] as const) {
@@ -137,27 +157,13 @@ function validate(options: UnlinkTracerOptions): number {
 /** Throws a clear error if this kernel or process cannot run the tracer at all. */
 function preflight(): void {
   bpf(); // libbpf is there, or LibbpfNotFoundError lists what was tried
-  let status = "";
-  try {
-    status = Deno.readTextFileSync("/proc/self/status");
-  } catch { /* no /proc: let the kernel answer instead */ }
-  const capEff = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1];
-  if (capEff !== undefined) {
-    const caps = BigInt(`0x${capEff}`);
-    const has = (cap: bigint) => (caps >> cap & 1n) === 1n;
-    if (!has(CAP_SYS_ADMIN) && !(has(CAP_BPF) && has(CAP_PERFMON))) {
-      throw new PermissionError();
-    }
-  }
-  try {
-    Deno.statSync("/sys/kernel/btf/vmlinux");
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) {
-      throw new NotSupportedError(
-        "BTF (/sys/kernel/btf/vmlinux)",
-        "Linux 5.5 or later built with CONFIG_DEBUG_INFO_BTF=y",
-      );
-    }
+  // No /proc (undefined): let the kernel answer instead.
+  if (processCanTrace() === false) throw new PermissionError();
+  if (!pathExists("/sys/kernel/btf/vmlinux")) {
+    throw new NotSupportedError(
+      "BTF (/sys/kernel/btf/vmlinux)",
+      "Linux 5.5 or later built with CONFIG_DEBUG_INFO_BTF=y",
+    );
   }
   if (bpf().libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, null) === 0) {
     throw new NotSupportedError("BPF ring buffers", "Linux 5.8 or later");
@@ -209,19 +215,23 @@ export class UnlinkTracer implements Disposable, AsyncIterable<UnlinkEvent> {
     const methods = mode === "auto" ? ATTACH_METHODS : [mode];
     const skipped: SkippedMethod[] = [];
     for (const method of methods) {
-      let obj: BpfObject | undefined;
-      const links: Link[] = [];
+      let attached: { obj: BpfObject; links: Link[] };
       try {
-        obj = openObject(options, ringSize, method);
-        if (method === "tracepoint") ensureTracefs();
-        for (const name of PROGRAMS[method]) links.push(obj.program(name).attach());
-        return new UnlinkTracer(obj, links, method, skipped);
+        attached = loadAndAttach(options, ringSize, method);
       } catch (error) {
-        for (const link of links.reverse()) link.close();
-        obj?.close();
-        if (!(error instanceof BpfError)) throw error;
+        // Only the kernel refusing this method's load or attach is a reason
+        // to try the next one; anything else is a real error.
+        if (!(error instanceof BpfError) || error instanceof PermissionError) throw error;
         skipped.push({ method, reason: reasonOf(error) });
         if (mode !== "auto") throw new AttachError(skipped, error.log);
+        continue;
+      }
+      try {
+        return new UnlinkTracer(attached.obj, attached.links, method, skipped);
+      } catch (error) {
+        for (const link of attached.links.reverse()) link.close();
+        attached.obj.close();
+        throw error;
       }
     }
     throw new AttachError(skipped);
@@ -304,6 +314,37 @@ export class UnlinkTracer implements Disposable, AsyncIterable<UnlinkEvent> {
 /** BPF wakes the reader once this much is waiting: 256 KiB, or a quarter of a small ring. */
 function wakeupBytes(ringSize: number): number {
   return Math.min(256 * 1024, ringSize / 4);
+}
+
+/** Loads the object with `method`'s programs and attaches them; undoes it all on failure. */
+function loadAndAttach(
+  options: UnlinkTracerOptions,
+  ringSize: number,
+  method: AttachMethod,
+): { obj: BpfObject; links: Link[] } {
+  const obj = openObject(options, ringSize, method);
+  const links: Link[] = [];
+  try {
+    if (method === "tracepoint") tracefsFor(options);
+    for (const name of PROGRAMS[method]) links.push(obj.program(name).attach());
+    return { obj, links };
+  } catch (error) {
+    for (const link of links.reverse()) link.close();
+    obj.close();
+    throw error;
+  }
+}
+
+const NO_TRACEFS = "find a mounted tracefs";
+
+/** Tracepoint attachment reads event ids from tracefs: find it, or mount it if allowed. */
+function tracefsFor(options: UnlinkTracerOptions): string {
+  if (options.mountTracefs ?? true) return ensureTracefs();
+  const found = findTracefs();
+  if (found) return found;
+  throw new BpfError(NO_TRACEFS, ENOENT, {
+    hint: `mount it (mount -t tracefs tracefs ${TRACEFS}) or allow mountTracefs`,
+  });
 }
 
 function openObject(

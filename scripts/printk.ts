@@ -1,9 +1,12 @@
-#!/usr/bin/env -S deno run -A
+#!/usr/bin/env -S deno run --allow-ffi --allow-env
 /**
  * The tutorial variant: fentry/fexit on do_unlinkat that bpf_printk a line
  * each, read back from the kernel's trace_pipe.
  *
- *   sudo deno run -A scripts/printk.ts      # Ctrl-C stops
+ *   sudo deno run --allow-ffi --allow-env scripts/printk.ts      # Ctrl-C stops
+ *
+ * Deno permissions: `--allow-ffi` (libbpf, and trace_pipe read through libc)
+ * and `--allow-env` (LIBBPF_PATH). `-A` works too.
  *
  * Each unlink shows an `enter` line (pid, filename) and an `exit` line (pid,
  * filename, ret). It needs a kernel where fentry loads (5.5+ with BTF, not
@@ -13,6 +16,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { errorLine, status, STOP_SIGNALS } from "./_cli.ts";
 import { PRINTK_BPF_O } from "../bpf/printk_bpf.ts";
 import {
   BpfError,
@@ -21,12 +25,13 @@ import {
   type Link,
   logToStderr,
   setLogHandler,
+  TracePipe,
 } from "../mod.ts";
 
 /** Marks this tool's lines in trace_pipe; the same string as bpf/printk.h. */
 export const MARKER = "deno_bpf-unlink:";
 
-const USAGE = `Usage: sudo deno run -A scripts/printk.ts [options]
+const USAGE = `Usage: sudo deno run --allow-ffi --allow-env scripts/printk.ts [options]
 
 Loads fentry/fexit probes on do_unlinkat that write with bpf_printk, and
 prints their lines from trace_pipe. Ctrl-C detaches and exits.
@@ -35,9 +40,8 @@ Options:
   -v, --verbose   show libbpf's log
   -h, --help      show this help`;
 
-function status(line: string) {
-  Deno.stderr.writeSync(new TextEncoder().encode(line + "\n"));
-}
+/** How long one wait on trace_pipe lasts before checking for a stop, in ms. */
+const POLL_MS = 200;
 
 /** Loads and attaches the printk probes; the caller disposes the result. */
 export function attachPrintk(): { obj: BpfObject; close(): void } {
@@ -75,7 +79,7 @@ async function main(argv: string[]): Promise<number> {
       options: { verbose: { type: "boolean", short: "v" }, help: { type: "boolean", short: "h" } },
     }));
   } catch (error) {
-    status(`printk: ${(error as Error).message}\n\n${USAGE}`);
+    status(`printk: ${(error as Error).message}; see --help`);
     return 2;
   }
   if (values.help) {
@@ -84,43 +88,43 @@ async function main(argv: string[]): Promise<number> {
   }
   setLogHandler(values.verbose ? logToStderr : undefined);
   let probes;
-  let pipe: Deno.FsFile;
+  let pipe: TracePipe;
   try {
     const tracing = ensureTracefs();
     probes = attachPrintk();
-    pipe = await Deno.open(`${tracing}/trace_pipe`);
+    pipe = new TracePipe(tracing);
   } catch (error) {
     probes?.close();
-    status(
-      `printk: ${
-        error instanceof Error ? error.message.replace(/; try --mode auto.*$/, "") : error
-      }`,
-    );
+    status(`printk: ${errorLine(error, "scripts/printk.ts").replace(/; try --mode auto.*$/, "")}`);
     return 1;
   }
   status(`attached via fentry; reading trace_pipe (Ctrl-C stops)`);
 
+  let stopped = false;
+  const stop = () => stopped = true;
+  for (const signal of STOP_SIGNALS) Deno.addSignalListener(signal, stop);
   let lines = 0;
-  const stop = () => {
-    // Detach first; a read of trace_pipe may block forever, so exit rather
-    // than wait for it.
-    probes.close();
-    status(`${lines} lines`);
-    Deno.exit(0);
-  };
-  Deno.addSignalListener("SIGINT", stop);
-  Deno.addSignalListener("SIGTERM", stop);
-
   let rest = "";
   const encoder = new TextEncoder();
-  for await (const chunk of pipe.readable.pipeThrough(new TextDecoderStream())) {
-    const parts = (rest + chunk).split("\n");
-    rest = parts.pop()!;
-    const ours = parts.filter((line) => line.includes(MARKER));
-    if (ours.length === 0) continue;
-    lines += ours.length;
-    Deno.stdout.writeSync(encoder.encode(ours.map((l) => l.trim()).join("\n") + "\n"));
+  try {
+    while (!stopped) {
+      const chunk = await pipe.read(POLL_MS);
+      if (chunk === null) break;
+      const parts = (rest + chunk).split("\n");
+      rest = parts.pop()!;
+      const ours = parts.filter((line) => line.includes(MARKER));
+      if (ours.length === 0) continue;
+      lines += ours.length;
+      Deno.stdout.writeSync(encoder.encode(ours.map((l) => l.trim()).join("\n") + "\n"));
+    }
+  } catch (error) {
+    if (!(error instanceof Deno.errors.BrokenPipe)) throw error;
+  } finally {
+    for (const signal of STOP_SIGNALS) Deno.removeSignalListener(signal, stop);
+    probes.close();
+    pipe.close();
   }
+  status(`${lines} lines`);
   return 0;
 }
 

@@ -1,18 +1,21 @@
-#!/usr/bin/env -S deno run -A
+#!/usr/bin/env -S deno run --allow-ffi --allow-env
 /**
  * Live unlink events: who deletes which file, and whether it worked.
  *
- *   sudo deno run -A scripts/trace.ts              # formatted lines; Ctrl-C stops
- *   sudo deno run -A scripts/trace.ts --json | jq  # one JSON object per line
- *   sudo deno run -A scripts/trace.ts -x -n rm     # failed unlinks by rm only
+ *   sudo deno run --allow-ffi --allow-env scripts/trace.ts              # Ctrl-C stops
+ *   sudo deno run --allow-ffi --allow-env scripts/trace.ts --json | jq  # JSON lines
+ *   sudo deno run --allow-ffi --allow-env scripts/trace.ts -x -n rm     # failed, by rm
  *
- * Run with --help for every option.
+ * Deno permissions: `--allow-ffi` (plain, not scoped to a path: it binds
+ * libbpf and libc, and reads /proc and /sys through libc) and `--allow-env`
+ * (LIBBPF_PATH, NO_COLOR). `-A` works too. Run with --help for every option.
  *
  * @module
  */
 
-import { parseArgs } from "node:util";
-import { styleText } from "node:util";
+import { parseArgs, styleText } from "node:util";
+import { errorLine, status, STOP_SIGNALS } from "./_cli.ts";
+import { outputClosed } from "../lib/_sys.ts";
 import {
   ATTACH_METHODS,
   type AttachMethod,
@@ -21,7 +24,9 @@ import {
   envelope,
   EventWriter,
   formatText,
+  isRingSize,
   logToStderr,
+  releaseFreedMemory,
   setLogHandler,
   TEXT_HEADER,
   unlinkEvent,
@@ -29,7 +34,7 @@ import {
   type UnlinkTracerOptions,
 } from "../mod.ts";
 
-const USAGE = `Usage: sudo deno run -A scripts/trace.ts [options]
+const USAGE = `Usage: sudo deno run --allow-ffi --allow-env scripts/trace.ts [options]
 
 Trace unlinks (file deletions) system-wide: who, which file, and the result.
 
@@ -42,14 +47,16 @@ Options:
       --count N          exit after N events
       --duration SECONDS exit after this many seconds
       --mode MODE        auto (default), ${ATTACH_METHODS.join(", ")}
-      --ringbuf-size N   ring buffer bytes: a power of two >= 4096; K/M suffixes
-                         allowed (default ${DEFAULT_RING_SIZE / 1024 / 1024}M)
+      --ringbuf-size N   ring buffer bytes: a power of two from 4096 to 2G; K/M/G
+                         suffixes allowed (default ${DEFAULT_RING_SIZE / 1024 / 1024}M)
   -v, --verbose          show libbpf's log
   -h, --help             show this help
 
 Text columns: TIME PID COMM RET LAT(us) FILENAME; RET is 0 or the errno name.
-State lines (attached via ..., lost N) go to stderr. Ctrl-C, SIGTERM, --count
-and --duration all detach, print a summary and exit 0.`;
+State lines (attached via ..., lost N) go to stderr. Ctrl-C, SIGTERM, SIGHUP,
+--count and --duration all detach, print a summary and exit 0; so does a
+closed stdout (e.g. | head -1). Tracepoints need tracefs: if none is mounted,
+trace.ts mounts it at /sys/kernel/tracing.`;
 
 /** What the command line asks for. */
 export interface TraceArgs {
@@ -75,13 +82,15 @@ function integer(flag: string, text: string | undefined, min: number, max: numbe
   return n;
 }
 
+const SUFFIXES: Record<string, number> = { "": 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30 };
+
 function ringSize(text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
-  const m = /^(\d+)([kKmM]?)$/.exec(text);
-  const n = m ? Number(m[1]) * ({ k: 1024, m: 1024 * 1024 }[m[2].toLowerCase()] ?? 1) : NaN;
-  if (!(n >= 4096) || (n & (n - 1)) !== 0 || n > 2 ** 30) {
+  const m = /^(\d+)([kKmMgG]?)$/.exec(text);
+  const n = m ? Number(m[1]) * SUFFIXES[m[2].toLowerCase()] : NaN;
+  if (!isRingSize(n)) {
     throw new UsageError(
-      `--ringbuf-size needs a power of two from 4096 to 1G bytes, got "${text}"`,
+      `--ringbuf-size needs a power of two from 4096 to 2G bytes, got "${text}"`,
     );
   }
   return n;
@@ -147,24 +156,28 @@ export function parseTraceArgs(args: string[]): TraceArgs {
   };
 }
 
-function status(line: string) {
-  Deno.stderr.writeSync(new TextEncoder().encode(line + "\n"));
-}
+/** How often to check whether stdout's reader has gone, in ms. */
+const CLOSED_CHECK_MS = 200;
 
 const red = (text: string) => styleText("red", text, { validateStream: false });
 
 /** Runs the tracer until stopped; returns the exit status. */
 export async function trace(args: TraceArgs): Promise<number> {
   setLogHandler(args.verbose ? logToStderr : undefined);
-  using tracer = UnlinkTracer.open(args.tracer);
+  using tracer = UnlinkTracer.open({ ...args.tracer, mountTracefs: true });
+  // Loading parsed the kernel's BTF; hand that heap back (about 10 MiB).
+  releaseFreedMemory();
   const color = !args.json && Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
   const out = new EventWriter(args.json ? "json" : "text");
 
   const stop = () => tracer.stop();
-  Deno.addSignalListener("SIGINT", stop);
-  Deno.addSignalListener("SIGTERM", stop);
+  for (const signal of STOP_SIGNALS) Deno.addSignalListener(signal, stop);
   const timer = args.durationMs === undefined ? undefined : setTimeout(stop, args.durationMs);
+  // A reader that went away (`| head -1`) is noticed even when no event comes.
+  const watch = setInterval(() => outputClosed(1) && stop(), CLOSED_CHECK_MS);
+  let stdoutClosed = false;
 
+  // Readers wait for these lines before they act: they go out at once.
   status(attachText(tracer.method, tracer.skipped));
   if (args.json) out.line(envelope("attach", { method: tracer.method, skipped: tracer.skipped }));
   else out.line(color ? styleText("bold", TEXT_HEADER, { validateStream: false }) : TEXT_HEADER);
@@ -181,6 +194,7 @@ export async function trace(args: TraceArgs): Promise<number> {
   };
 
   try {
+    out.flush();
     for (;;) {
       const more = await tracer.wait();
       tracer.drain(onRecord);
@@ -192,19 +206,25 @@ export async function trace(args: TraceArgs): Promise<number> {
       out.flush();
       if (!more) break;
     }
-    tracer.stop();
-    const lost = tracer.lost;
-    if (args.json) out.line(envelope("summary", { events, lost }));
-    out.flush();
-    status(`${events} events, ${lost} lost`);
   } catch (error) {
-    if (error instanceof Deno.errors.BrokenPipe) return 0; // e.g. `| head`
-    throw error;
+    if (!(error instanceof Deno.errors.BrokenPipe)) throw error;
+    stdoutClosed = true; // e.g. `| head`: stop, and say so on stderr
   } finally {
     clearTimeout(timer);
-    Deno.removeSignalListener("SIGINT", stop);
-    Deno.removeSignalListener("SIGTERM", stop);
+    clearInterval(watch);
+    for (const signal of STOP_SIGNALS) Deno.removeSignalListener(signal, stop);
   }
+  tracer.stop();
+  const lost = tracer.lost;
+  if (args.json && !stdoutClosed && !outputClosed(1)) {
+    try {
+      out.line(envelope("summary", { events, lost }));
+      out.flush();
+    } catch (error) {
+      if (!(error instanceof Deno.errors.BrokenPipe)) throw error;
+    }
+  }
+  status(`${events} events, ${lost} lost`);
   return 0;
 }
 
@@ -215,7 +235,7 @@ export async function main(argv: string[]): Promise<number> {
     args = parseTraceArgs(argv);
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
-    status(`trace: ${error.message}\n\n${USAGE}`);
+    status(`trace: ${error.message}; see --help`);
     return 2;
   }
   if (args.help) {
@@ -225,7 +245,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await trace(args);
   } catch (error) {
-    status(`trace: ${error instanceof Error ? error.message : String(error)}`);
+    status(`trace: ${errorLine(error, "scripts/trace.ts")}`);
     if (args.verbose && error instanceof Error && error.stack) status(error.stack);
     return 1;
   }

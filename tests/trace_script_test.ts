@@ -9,83 +9,12 @@ import {
   EXPECTED_METHOD,
   kernelTest,
   readUntil,
-  ROOT,
   scratch,
   spawnBurst,
   spawnUnlinker,
   TEST_MODE,
 } from "./_helpers.ts";
-
-const SCRIPT = `${ROOT}scripts/trace.ts`;
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs trace.ts to completion with no kernel involvement expected. */
-async function runScript(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", SCRIPT, ...args],
-    env: { NO_COLOR: "1", ...env },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder();
-  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
-}
-
-/**
- * Starts trace.ts, waits until it reports attached, runs `during`, then
- * SIGINTs it and returns everything it printed.
- */
-async function traceWhile(args: string[], during: () => Promise<void>): Promise<Run> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", SCRIPT, "--mode", TEST_MODE, ...args],
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const stdout = new Response(child.stdout).text();
-  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  let stderr = await readUntil(reader, "attached via");
-  await during();
-  await new Promise((r) => setTimeout(r, 300));
-  child.kill("SIGINT");
-  stderr = await readUntil(reader, undefined, stderr);
-  const status = await child.status;
-  return { code: status.code, stdout: await stdout, stderr };
-}
-
-/** The ids of programs some live process holds an fd (program or link) for. */
-function heldProgramIds(): Set<number> {
-  const held = new Set<number>();
-  for (const proc of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(proc.name)) continue;
-    try {
-      for (const fd of Deno.readDirSync(`/proc/${proc.name}/fdinfo`)) {
-        const info = Deno.readTextFileSync(`/proc/${proc.name}/fdinfo/${fd.name}`);
-        const id = /^prog_id:\s*(\d+)$/m.exec(info)?.[1];
-        if (id) held.add(Number(id));
-      }
-    } catch { /* the process ended meanwhile */ }
-  }
-  return held;
-}
-
-/**
- * deno_bpf programs still loaded with no process holding them: a leak.
- * Programs that another live process holds (say, a benchmark) are not.
- */
-function orphanedPrograms(): string[] {
-  const out = new Deno.Command("bpftool", { args: ["-j", "prog", "show"] }).outputSync();
-  assert.ok(out.success, "bpftool prog show failed: is bpftool installed?");
-  const progs: { id: number; name?: string }[] = JSON.parse(new TextDecoder().decode(out.stdout));
-  const ours = /^(fentry|fexit|kprobe|kretprobe|tp_enter|tp_exit)_unlin/;
-  const held = heldProgramIds();
-  return progs.filter((p) => ours.test(p.name ?? "") && !held.has(p.id)).map((p) => p.name!);
-}
+import { orphanedPrograms, PERMS, runScript, SCRIPT, traceWhile } from "./_trace.ts";
 
 kernelTest(
   "trace.ts --json prints the attach, event and summary envelope, exits 0 and leaves no program behind",
@@ -187,7 +116,7 @@ kernelTest("trace.ts colours failures only on a terminal, and never with NO_COLO
     const proc = new Deno.Command("script", {
       args: [
         "-qec",
-        `${Deno.execPath()} run -A ${SCRIPT} --mode ${TEST_MODE} -n rm --count 1`,
+        `${Deno.execPath()} run ${PERMS.join(" ")} ${SCRIPT} --mode ${TEST_MODE} -n rm --count 1`,
         "/dev/null",
       ],
       env: { TERM: "xterm", ...env },
@@ -241,7 +170,7 @@ kernelTest(
     const counted = new Deno.Command(Deno.execPath(), {
       args: [
         "run",
-        "-A",
+        ...PERMS,
         SCRIPT,
         "--mode",
         TEST_MODE,
@@ -300,7 +229,7 @@ kernelTest(
 /** Runs trace.ts (no flags) behind `wrapper`, a command that execs the arguments after it. */
 async function runWrapped(wrapper: string[], env: Record<string, string> = {}) {
   const out = await new Deno.Command(wrapper[0], {
-    args: [...wrapper.slice(1), Deno.execPath(), "run", "-A", SCRIPT],
+    args: [...wrapper.slice(1), Deno.execPath(), "run", ...PERMS, SCRIPT],
     env: { NO_COLOR: "1", ...env },
     stdout: "piped",
     stderr: "piped",
@@ -353,25 +282,34 @@ kernelTest(
   },
 );
 
-Deno.test("trace.ts rejects unknown flags and bad values with the usage and exit 2", async () => {
+Deno.test("trace.ts rejects every bad flag and value in one line on stderr with exit 2", async () => {
   for (
     const [args, message] of [
       [["--bogus"], "Unknown option '--bogus'"],
       [["--pid", "abc"], '--pid needs an integer from 1 to 4294967294, got "abc"'],
       [["--pid", "0"], '--pid needs an integer from 1 to 4294967294, got "0"'],
-      [["--ringbuf-size", "5000"], "--ringbuf-size needs a power of two"],
+      [["--pid", "4294967295"], '--pid needs an integer from 1 to 4294967294, got "4294967295"'],
+      [["--uid", "-1"], "--uid"],
+      [["--name", ""], "--name needs 1 to 15 bytes"],
+      [["--name", "sixteen_bytes_xx"], "--name needs 1 to 15 bytes"],
+      [["--count", "0"], "--count needs an integer from 1 to"],
+      [["--count", "1.5"], "--count needs an integer"],
+      [["--ringbuf-size", "5000"], "--ringbuf-size needs a power of two from 4096 to 2G"],
+      [["--ringbuf-size", "2048"], "--ringbuf-size needs a power of two"],
+      [["--ringbuf-size", "4G"], "--ringbuf-size needs a power of two"],
+      [["--ringbuf-size", "12884901888"], "--ringbuf-size needs a power of two"],
       [["--mode", "uprobe"], '--mode must be auto, fentry, kprobe, tracepoint; got "uprobe"'],
       [["--duration", "0"], "--duration needs a positive number"],
       [["--duration=-1"], "--duration needs a positive number"],
+      [["--duration", "soon"], "--duration needs a positive number"],
       [["--count"], "--count"],
       [["extra"], "extra"],
     ] as const
   ) {
     const run = await runScript([...args]);
     assert.equal(run.code, 2, `${args.join(" ")}: ${run.stderr}`);
-    assert.ok(run.stderr.startsWith(`trace: `), run.stderr);
-    assert.ok(run.stderr.split("\n")[0].includes(message), `${args}: ${run.stderr.split("\n")[0]}`);
-    assert.match(run.stderr, /\n\nUsage: sudo deno run -A scripts\/trace\.ts/);
+    assert.match(run.stderr, /^trace: [^\n]+; see --help\n$/, `one line: ${run.stderr}`);
+    assert.ok(run.stderr.includes(message), `${args}: ${run.stderr}`);
     assert.equal(run.stdout, "");
   }
 });
@@ -379,7 +317,7 @@ Deno.test("trace.ts rejects unknown flags and bad values with the usage and exit
 Deno.test("trace.ts --help prints the usage on stdout and exits 0", async () => {
   const run = await runScript(["--help"]);
   assert.equal(run.code, 0);
-  assert.match(run.stdout, /^Usage: sudo deno run -A scripts\/trace\.ts/);
+  assert.match(run.stdout, /^Usage: sudo deno run --allow-ffi --allow-env scripts\/trace\.ts/);
   for (
     const flag of [
       "--pid",
@@ -444,4 +382,6 @@ Deno.test("parseTraceArgs maps flags to tracer options", () => {
   assert.equal(parseTraceArgs(["--ringbuf-size", "4M"]).tracer.ringBufferSize, 4 * 1024 * 1024);
   assert.throws(() => parseTraceArgs(["-n", "sixteen_bytes_xx"]), UsageError);
   assert.throws(() => parseTraceArgs(["--ringbuf-size", "2048"]), UsageError);
+  assert.equal(parseTraceArgs(["--ringbuf-size", "1G"]).tracer.ringBufferSize, 2 ** 30);
+  assert.equal(parseTraceArgs(["--ringbuf-size", "2G"]).tracer.ringBufferSize, 2 ** 31);
 });
