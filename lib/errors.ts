@@ -77,7 +77,9 @@ export class VerifierError extends BpfError {
 
   constructor(operation: string, errno: number, program: string, log: string) {
     super(operation, errno, { log });
-    const tail = verifierLog(log).trim().split("\n").slice(-3).map((l) => l.trim()).join(" | ");
+    // The last lines say why; the statistics line after them does not.
+    const tail = verifierLog(log).trim().split("\n").map((l) => l.trim())
+      .filter((l) => l && !/^processed \d+ insns/.test(l)).slice(-2).join(" | ");
     this.message = `The BPF verifier rejected ${program ? `program "${program}"` : "a program"}` +
       ` while trying to ${operation}: ${tail || this.code}; the whole verifier log is in error.log`;
     this.name = "VerifierError";

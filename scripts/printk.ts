@@ -86,10 +86,10 @@ async function main(argv: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  setLogHandler(values.verbose ? logToStderr : undefined);
   let probes;
   let pipe: TracePipe;
   try {
+    setLogHandler(values.verbose ? logToStderr : undefined);
     const tracing = ensureTracefs();
     probes = attachPrintk();
     pipe = new TracePipe(tracing);

@@ -8,13 +8,18 @@
  * @module
  */
 
-const ALL = [
+const LADDER = [
   "tests/unlink_test.ts",
   "tests/trace_script_test.ts",
+  "tests/trace_exit_test.ts",
+  "tests/handles_test.ts",
+];
+const ALL = [
+  ...LADDER,
+  "tests/permissions_test.ts",
   "tests/printk_test.ts",
   "tests/url_import_test.ts",
 ];
-const LADDER = ["tests/unlink_test.ts", "tests/trace_script_test.ts"];
 
 const RUNS: { title: string; env: Record<string, string>; files: string[] }[] = [
   { title: "auto (must pick fentry)", env: { DENO_BPF_EXPECT_METHOD: "fentry" }, files: ALL },
