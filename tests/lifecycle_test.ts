@@ -5,7 +5,15 @@
  */
 
 import assert from "node:assert/strict";
-import { AttachError, BpfObject, type UnlinkEvent, UnlinkTracer, VerifierError } from "../mod.ts";
+import { UNLINK_BPF_O } from "../bpf/unlink_bpf.ts";
+import {
+  AttachError,
+  BpfObject,
+  releaseFreedMemory,
+  type UnlinkEvent,
+  UnlinkTracer,
+  VerifierError,
+} from "../mod.ts";
 import {
   bpfFds,
   fdCount,
@@ -131,5 +139,88 @@ console.log(events);
     );
     assert.equal(events, "absent", "no tracefs was mounted behind the caller's back");
     assert.ok(AttachError);
+  },
+);
+
+kernelTest(
+  "a ring-buffer setup failure is thrown as itself, not taken as a reason to try the next method",
+  async () => {
+    // Leave the tracer every fd it needs but the last, which the ring buffer's
+    // epoll set takes: a real EMFILE from the kernel, after a real attach.
+    const script = `
+import { AttachError, BpfError, UnlinkTracer } from "${ROOT}mod.ts";
+const count = () => [...Deno.readDirSync("/proc/self/fd")].length;
+const probe = UnlinkTracer.open({ mode: "${TEST_MODE}", ringBufferSize: 4096 });
+const open = count();
+probe.close();
+const held = open - count(); // what the tracer itself holds
+const files = [];
+try { for (;;) files.push(Deno.openSync("/dev/null")); } catch { /* EMFILE: the table is full */ }
+for (let i = 0; i < held - 1; i++) files.pop().close();
+try {
+  UnlinkTracer.open({ mode: "${TEST_MODE}", ringBufferSize: 4096 }).close();
+  console.log("opened");
+} catch (e) {
+  console.log(JSON.stringify({ attach: e instanceof AttachError, bpf: e instanceof BpfError, code: e.code, message: e.message }));
+}
+`;
+    const file = Deno.makeTempFileSync({ suffix: ".ts" });
+    Deno.writeTextFileSync(file, script);
+    const out = await new Deno.Command("prlimit", {
+      args: ["--nofile=256:256", Deno.execPath(), "run", "-A", "--no-check", file],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    Deno.removeSync(file);
+    const text = new TextDecoder().decode(out.stdout).trim();
+    assert.ok(out.success, new TextDecoder().decode(out.stderr));
+    const result = JSON.parse(text);
+    assert.equal(result.attach, false, result.message);
+    assert.equal(result.bpf, true, result.message);
+    assert.equal(result.code, "EMFILE");
+    assert.match(result.message, /ring buffer/);
+  },
+);
+
+/** This process's resident set in KiB. */
+function rssKiB(): number {
+  return Number(/^VmRSS:\s+(\d+)/m.exec(Deno.readTextFileSync("/proc/self/status"))![1]);
+}
+
+kernelTest(
+  "loading and closing an object leaves the process heap alone; releaseFreedMemory trims it",
+  () => {
+    const libc = Deno.dlopen("libc.so.6", {
+      malloc: { parameters: ["usize"], result: "pointer" },
+      free: { parameters: ["pointer"], result: "void" },
+      memset: { parameters: ["pointer", "i32", "usize"], result: "pointer" },
+    });
+    try {
+      // 40 MiB of small blocks, touched, then freed under a block kept at the
+      // top of the heap: glibc keeps them resident until someone trims.
+      const blocks = Array.from({ length: 40 * 1024 }, () => {
+        const p = libc.symbols.malloc(1024n)!;
+        libc.symbols.memset(p, 1, 1024n);
+        return p;
+      });
+      const top = libc.symbols.malloc(1024n);
+      for (const p of blocks) libc.symbols.free(p);
+      const before = rssKiB();
+      using obj = BpfObject.openMem(UNLINK_BPF_O, "unlink");
+      for (const p of obj.programs) p.autoload = p.name === "tp_enter_unlinkat";
+      obj.load();
+      obj.close();
+      const afterLoad = rssKiB();
+      releaseFreedMemory();
+      const afterTrim = rssKiB();
+      libc.symbols.free(top);
+      console.log(
+        `RSS KiB: ${before} with freed heap, ${afterLoad} after load+close, ${afterTrim} after releaseFreedMemory`,
+      );
+      assert.ok(afterLoad > before - 20 * 1024, "load and close did not trim the heap");
+      assert.ok(afterTrim < afterLoad - 20 * 1024, "releaseFreedMemory did");
+    } finally {
+      libc.close();
+    }
   },
 );

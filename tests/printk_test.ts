@@ -25,7 +25,7 @@ kernelTest(
   async () => {
     if (!fentryWorks()) {
       const out = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", SCRIPT],
+        args: ["run", "--allow-ffi", "--allow-env", SCRIPT],
         stdout: "piped",
         stderr: "piped",
       }).output();
@@ -40,7 +40,7 @@ kernelTest(
     }
     const dir = scratch(["gone"]);
     const proc = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", SCRIPT],
+      args: ["run", "--allow-ffi", "--allow-env", SCRIPT],
       stdout: "piped",
       stderr: "piped",
     }).spawn();
