@@ -50,7 +50,15 @@ export {
   type RecordOf,
 } from "./lib/layout.ts";
 export { type LogHandler, type LogLevel, logToStderr, setLogHandler, takeLog } from "./lib/log.ts";
-export { BpfMap, BpfObject, Link, Program, releaseFreedMemory } from "./lib/object.ts";
+export { BpfObject, Link, Program, releaseFreedMemory, type UprobeOptions } from "./lib/object.ts";
+export {
+  BpfMap,
+  MapHandle,
+  type MapType,
+  PinnedMap,
+  possibleCpus,
+  type UpdateMode,
+} from "./lib/map.ts";
 export { type RecordHandler, RingBuffer, type RingBufferOptions } from "./lib/ring_buffer.ts";
 export { ensureTracefs, findTracefs, TRACEFS, TracePipe } from "./lib/tracefs.ts";
 export { monotonicToEpochMs } from "./lib/clock.ts";

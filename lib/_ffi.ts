@@ -53,11 +53,59 @@ const LIBBPF = {
   bpf_program__attach: { parameters: ["pointer"], result: "pointer" },
   // int bpf_link__destroy(struct bpf_link *)
   bpf_link__destroy: { parameters: ["pointer"], result: "i32" },
+  // struct bpf_link *bpf_program__attach_tracepoint(const struct bpf_program *, const char *category, const char *name)
+  bpf_program__attach_tracepoint: {
+    parameters: ["pointer", "buffer", "buffer"],
+    result: "pointer",
+  },
+  // struct bpf_link *bpf_program__attach_raw_tracepoint(const struct bpf_program *, const char *name)
+  bpf_program__attach_raw_tracepoint: { parameters: ["pointer", "buffer"], result: "pointer" },
+  // struct bpf_link *bpf_program__attach_kprobe(const struct bpf_program *, bool retprobe, const char *func)
+  bpf_program__attach_kprobe: { parameters: ["pointer", "bool", "buffer"], result: "pointer" },
+  // struct bpf_link *bpf_program__attach_uprobe_opts(const struct bpf_program *, pid_t pid, const char *binary_path, size_t func_offset, const struct bpf_uprobe_opts *)
+  bpf_program__attach_uprobe_opts: {
+    parameters: ["pointer", "i32", "buffer", "usize", "buffer"],
+    result: "pointer",
+  },
+  // int bpf_program__set_attach_target(struct bpf_program *, int attach_prog_fd, const char *attach_func_name)
+  bpf_program__set_attach_target: { parameters: ["pointer", "i32", "buffer"], result: "i32" },
+  // int bpf_link__pin(struct bpf_link *, const char *path)
+  bpf_link__pin: { parameters: ["pointer", "buffer"], result: "i32" },
+  // int bpf_link__unpin(struct bpf_link *)
+  bpf_link__unpin: { parameters: ["pointer"], result: "i32" },
+  // struct bpf_link *bpf_link__open(const char *path)
+  bpf_link__open: { parameters: ["buffer"], result: "pointer" },
 
   // const char *bpf_map__name(const struct bpf_map *)
   bpf_map__name: { parameters: ["pointer"], result: "pointer" },
   // int bpf_map__fd(const struct bpf_map *)
   bpf_map__fd: { parameters: ["pointer"], result: "i32" },
+  // int bpf_map__pin(struct bpf_map *, const char *path)
+  bpf_map__pin: { parameters: ["pointer", "buffer"], result: "i32" },
+  // int bpf_map__unpin(struct bpf_map *, const char *path)
+  bpf_map__unpin: { parameters: ["pointer", "buffer"], result: "i32" },
+
+  // Maps by fd (libbpf's thin wrappers of the bpf(2) commands): every map
+  // operation goes through these, for maps of an object and pinned ones alike.
+  // int bpf_obj_get(const char *pathname)
+  bpf_obj_get: { parameters: ["buffer"], result: "i32" },
+  // int bpf_obj_get_info_by_fd(int bpf_fd, void *info, __u32 *info_len)
+  bpf_obj_get_info_by_fd: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  // int bpf_map_lookup_elem(int fd, const void *key, void *value)
+  bpf_map_lookup_elem: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  // int bpf_map_update_elem(int fd, const void *key, const void *value, __u64 flags)
+  bpf_map_update_elem: { parameters: ["i32", "buffer", "buffer", "u64"], result: "i32" },
+  // int bpf_map_delete_elem(int fd, const void *key)
+  bpf_map_delete_elem: { parameters: ["i32", "buffer"], result: "i32" },
+  // int bpf_map_lookup_and_delete_elem(int fd, const void *key, void *value)
+  bpf_map_lookup_and_delete_elem: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  // int bpf_map_get_next_key(int fd, const void *key, void *next_key)
+  bpf_map_get_next_key: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  // int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, __u32 *count, const struct bpf_map_batch_opts *)
+  bpf_map_lookup_batch: {
+    parameters: ["i32", "buffer", "buffer", "buffer", "buffer", "buffer", "pointer"],
+    result: "i32",
+  },
   // __u32 bpf_map__max_entries(const struct bpf_map *)
   bpf_map__max_entries: { parameters: ["pointer"], result: "u32" },
   // int bpf_map__set_max_entries(struct bpf_map *, __u32)

@@ -20,8 +20,16 @@
 
 import { bpf, c, cstr, readCString } from "./_ffi.ts";
 import { Btf } from "./btf.ts";
-import { BpfError, checkPtr, PermissionError, VerifierError, verifierLog } from "./errors.ts";
+import {
+  BpfError,
+  check,
+  checkPtr,
+  PermissionError,
+  VerifierError,
+  verifierLog,
+} from "./errors.ts";
 import { installLog, takeLog } from "./log.ts";
+import { BpfMap } from "./map.ts";
 import { processCanTrace } from "./_sys.ts";
 
 /**
@@ -306,61 +314,113 @@ export class Program extends Part {
     }
   }
 
-  /** Attaches by the program's section name (fentry, kprobe, tracepoint, ...). */
+  /**
+   * Attaches by the program's section name (`fentry/do_unlinkat`,
+   * `tracepoint/syscalls/sys_enter_unlinkat`, ...). A program whose section
+   * names no target (a bare `SEC("tracepoint")`) needs one of the `attach*`
+   * methods below instead.
+   */
   attach(): Link {
+    return this.#link(
+      `attach "${this.name}" (${this.section})`,
+      (p) => bpf().bpf_program__attach(p),
+    );
+  }
+
+  /** Attaches to the tracepoint `category/name` (e.g. `"syscalls"`, `"sys_enter_openat"`). */
+  attachTracepoint(category: string, name: string): Link {
+    return this.#link(
+      `attach "${this.name}" to tracepoint ${category}/${name}`,
+      (p) => bpf().bpf_program__attach_tracepoint(p, cstr(category), cstr(name)),
+    );
+  }
+
+  /** Attaches to the raw tracepoint `name` (e.g. `"sys_enter"`). */
+  attachRawTracepoint(name: string): Link {
+    return this.#link(
+      `attach "${this.name}" to raw tracepoint ${name}`,
+      (p) => bpf().bpf_program__attach_raw_tracepoint(p, cstr(name)),
+    );
+  }
+
+  /** Attaches a kprobe (or, with `retprobe`, a kretprobe) to kernel function `fn`. */
+  attachKprobe(fn: string, options: { retprobe?: boolean } = {}): Link {
+    const kind = options.retprobe ? "kretprobe" : "kprobe";
+    return this.#link(
+      `attach "${this.name}" as a ${kind} on ${fn}`,
+      (p) => bpf().bpf_program__attach_kprobe(p, options.retprobe ?? false, cstr(fn)),
+    );
+  }
+
+  /**
+   * Attaches a uprobe (or uretprobe) to `binary` (a path, or a library name
+   * libbpf finds, like `"libc.so.6"`), at `symbol` or at a file `offset`, in
+   * every process or only in `pid`.
+   */
+  attachUprobe(binary: string, options: UprobeOptions): Link {
+    if ((options.symbol === undefined) === (options.offset === undefined)) {
+      throw new TypeError("attachUprobe needs exactly one of symbol and offset");
+    }
+    // struct bpf_uprobe_opts { size_t sz; size_t ref_ctr_offset; __u64 bpf_cookie;
+    // bool retprobe; const char *func_name; }: libbpf 1.0's layout, 40 bytes.
+    const symbol = options.symbol === undefined ? undefined : cstr(options.symbol);
+    const opts = new BigUint64Array(5);
+    opts[0] = 40n;
+    opts[3] = options.retprobe ? 1n : 0n;
+    opts[4] = symbol ? BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(symbol))) : 0n;
+    const where = options.symbol ?? `offset ${options.offset}`;
+    const link = this.#link(
+      `attach "${this.name}" as a ${
+        options.retprobe ? "uretprobe" : "uprobe"
+      } on ${binary}:${where}`,
+      (p) =>
+        bpf().bpf_program__attach_uprobe_opts(
+          p,
+          options.pid ?? -1,
+          cstr(binary),
+          BigInt(options.offset ?? 0),
+          new Uint8Array(opts.buffer),
+        ),
+    );
+    void symbol; // kept alive until libbpf has copied it
+    return link;
+  }
+
+  /**
+   * Before load: sets the kernel function an fentry, fexit or tp_btf program
+   * attaches to, for programs whose section names none (`SEC("fentry")`).
+   */
+  setAttachTarget(fn: string): void {
+    check(
+      bpf().bpf_program__set_attach_target(this.p(), 0, cstr(fn)),
+      `set the attach target of "${this.name}" to ${fn}`,
+      { hint: "the target can only be set before load" },
+    );
+  }
+
+  /** Calls `attach` and wraps its link; errno is read right after the call. */
+  #link(what: string, attach: (prog: Deno.PointerObject) => Deno.PointerValue): Link {
     const prog = this.p();
-    const what = `attach "${this.name}" (${this.section})`;
     takeLog();
-    const ptr = bpf().bpf_program__attach(prog);
+    const ptr = attach(prog);
     // Nothing native may run between the call and checkPtr's errno read.
     return new Link(checkPtr(ptr, what, { log: takeLog() }));
   }
 }
 
-/** A map inside a {@linkcode BpfObject}; borrowed, valid while it is open. */
-export class BpfMap extends Part {
-  /** The map's name (`"events"`, or e.g. `"unlink_b.rodata"`). */
-  get name(): string {
-    return readCString(bpf().bpf_map__name(this.p()));
-  }
-
-  /** The map's fd once loaded, else a negative number. */
-  get fd(): number {
-    return bpf().bpf_map__fd(this.p());
-  }
-
-  /** `max_entries`: for a ring buffer, its size in bytes. */
-  get maxEntries(): number {
-    return bpf().bpf_map__max_entries(this.p());
-  }
-
-  set maxEntries(n: number) {
-    const ret = bpf().bpf_map__set_max_entries(this.p(), n);
-    if (ret < 0) {
-      throw new BpfError(`set max_entries of "${this.name}" to ${n}`, -ret);
-    }
-  }
-
-  /** The size of one value in bytes. */
-  get valueSize(): number {
-    return bpf().bpf_map__value_size(this.p());
-  }
-
-  /** Looks `key` up and copies the value into `value` (sized for per-CPU maps). */
-  lookup(key: Uint8Array<ArrayBuffer>, value: Uint8Array<ArrayBuffer>): void {
-    const ret = bpf().bpf_map__lookup_elem(
-      this.p(),
-      key,
-      BigInt(key.length),
-      value,
-      BigInt(value.length),
-      0n,
-    );
-    if (ret < 0) throw new BpfError(`look up in map "${this.name}"`, -ret);
-  }
+/** Where {@linkcode Program.attachUprobe} attaches. */
+export interface UprobeOptions {
+  /** The function's symbol in the binary (one of `symbol` and `offset`). */
+  symbol?: string;
+  /** The file offset of the instruction to probe (one of `symbol` and `offset`). */
+  offset?: number;
+  /** Only this process; default all processes. */
+  pid?: number;
+  /** Probe the function's return instead of its entry. */
+  retprobe?: boolean;
 }
 
-/** An attached program. Closing it detaches. */
+/** An attached program. Closing it detaches (unless it is pinned). */
 export class Link implements Disposable {
   #ptr: Deno.PointerObject | null;
 
@@ -380,7 +440,30 @@ export class Link implements Disposable {
     return this.#ptr;
   }
 
-  /** Detaches. Idempotent. */
+  /**
+   * Pins the link at `path` in bpffs: the program stays attached after this
+   * process exits, until the pin is removed ({@linkcode unpin}, or `rm`).
+   */
+  pin(path: string): void {
+    check(
+      bpf().bpf_link__pin(live(this.#ptr, "Link"), cstr(path)),
+      `pin a link at ${path}`,
+      { hint: "bpffs must be mounted there (mount -t bpf bpf /sys/fs/bpf)" },
+    );
+  }
+
+  /** Removes the link's pin; closing it then detaches. */
+  unpin(): void {
+    check(bpf().bpf_link__unpin(live(this.#ptr, "Link")), "unpin a link");
+  }
+
+  /** Opens a link pinned at `path`; closing it leaves the pin, and so the attachment. */
+  static open(path: string): Link {
+    const ptr = bpf().bpf_link__open(cstr(path));
+    return new Link(checkPtr(ptr, `open the pinned link ${path}`));
+  }
+
+  /** Detaches (a pinned link stays attached through its pin). Idempotent. */
   close(): void {
     if (this.#ptr === null) return;
     unclosedLinks.unregister(this);

@@ -10,7 +10,7 @@
  * @example Count records until stopped (needs root and a loaded object)
  * ```ts ignore
  * import { RingBuffer } from "./ring_buffer.ts";
- * import type { BpfMap } from "./object.ts";
+ * import type { BpfMap } from "./map.ts";
  *
  * declare const events: BpfMap;
  * using ring = new RingBuffer(events);
@@ -24,7 +24,7 @@
 import { c } from "./_ffi.ts";
 import { BpfError } from "./errors.ts";
 import type { Decoded, Fields, Layout } from "./layout.ts";
-import type { BpfMap } from "./object.ts";
+import type { BpfMap } from "./map.ts";
 
 const PROT_READ = 0x1;
 const PROT_WRITE = 0x2;

@@ -32,7 +32,8 @@ import {
   VerifierError,
 } from "./errors.ts";
 import { checkLayout, defineLayout, type Layout, type RecordOf } from "./layout.ts";
-import { type BpfMap, BpfObject, type Link } from "./object.ts";
+import { BpfObject, type Link } from "./object.ts";
+import type { BpfMap } from "./map.ts";
 import { type RecordHandler, RingBuffer } from "./ring_buffer.ts";
 import { pathExists, processCanTrace } from "./_sys.ts";
 import { ensureTracefs, findTracefs, TRACEFS } from "./tracefs.ts";

@@ -1,0 +1,451 @@
+/**
+ * BPF maps from TypeScript: look up, update, delete and iterate, for a map of
+ * a loaded {@linkcode BpfObject} ({@linkcode BpfMap}) and for a map pinned in
+ * bpffs by another process ({@linkcode PinnedMap}). Keys and values are bytes
+ * here; per-CPU maps hand back one value per possible CPU.
+ *
+ * @example Count unlinks per comm in a hash map, then read and clear it (needs root)
+ * ```ts ignore
+ * import { BpfObject } from "../mod.ts";
+ *
+ * using obj = BpfObject.openFile("counts.bpf.o");
+ * obj.load();
+ * using _link = obj.program("count_unlinks").attach();
+ * await new Promise((r) => setTimeout(r, 1000));
+ * const counts = obj.map("counts");
+ * for (const [key, value] of counts.entries()) {
+ *   const comm = new TextDecoder().decode(key).replace(/\0.*$/s, "");
+ *   console.log(comm, new DataView(value.buffer).getBigUint64(0, true));
+ * }
+ * counts.clear();
+ * ```
+ *
+ * @module
+ */
+
+import { bpf, c, cstr, readCString } from "./_ffi.ts";
+import { check, checkErrno } from "./errors.ts";
+import { readSmallFile } from "./_sys.ts";
+
+/** The kernel's map types (`enum bpf_map_type`), by their libbpf names. */
+const MAP_TYPES = [
+  "unspec",
+  "hash",
+  "array",
+  "prog_array",
+  "perf_event_array",
+  "percpu_hash",
+  "percpu_array",
+  "stack_trace",
+  "cgroup_array",
+  "lru_hash",
+  "lru_percpu_hash",
+  "lpm_trie",
+  "array_of_maps",
+  "hash_of_maps",
+  "devmap",
+  "sockmap",
+  "cpumap",
+  "xskmap",
+  "sockhash",
+  "cgroup_storage",
+  "reuseport_sockarray",
+  "percpu_cgroup_storage",
+  "queue",
+  "stack",
+  "sk_storage",
+  "devmap_hash",
+  "struct_ops",
+  "ringbuf",
+  "inode_storage",
+  "task_storage",
+  "bloom_filter",
+  "user_ringbuf",
+  "cgrp_storage",
+] as const;
+
+/** A map type's name, e.g. `"hash"` or `"percpu_array"` (`"type_N"` if unknown). */
+export type MapType = typeof MAP_TYPES[number] | `type_${number}`;
+
+const PER_CPU = new Set<MapType>([
+  "percpu_hash",
+  "percpu_array",
+  "lru_percpu_hash",
+  "percpu_cgroup_storage",
+]);
+
+/** How {@linkcode MapHandle.update} treats an existing key. */
+export type UpdateMode = "any" | "noexist" | "exist";
+const UPDATE_FLAGS: Record<UpdateMode, bigint> = { any: 0n, noexist: 1n, exist: 2n };
+
+const ENOENT = 2;
+const EINVAL = 22;
+const ENOTSUPP = 524;
+const EOPNOTSUPP = 95;
+
+/** The number of possible CPUs: per-CPU maps hold one value for each. */
+export function possibleCpus(): number {
+  return check(bpf().libbpf_num_possible_cpus(), "count the possible CPUs");
+}
+
+/** What a map is: read from its fd, so it works for pinned maps too. */
+interface MapInfo {
+  type: MapType;
+  id: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  name: string;
+}
+
+function mapInfo(fd: number): MapInfo {
+  // struct bpf_map_info: type, id, key_size, value_size, max_entries,
+  // map_flags (u32 each), then char name[16]; the kernel fills what fits.
+  const info = new Uint8Array(80);
+  const len = new Uint32Array([info.length]);
+  check(
+    bpf().bpf_obj_get_info_by_fd(fd, info, new Uint8Array(len.buffer)),
+    `read the info of map fd ${fd}`,
+  );
+  const v = new DataView(info.buffer);
+  const type = v.getUint32(0, true);
+  const name = info.subarray(24, 40);
+  return {
+    type: MAP_TYPES[type] ?? `type_${type}`,
+    id: v.getUint32(4, true),
+    keySize: v.getUint32(8, true),
+    valueSize: v.getUint32(12, true),
+    maxEntries: v.getUint32(16, true),
+    name: new TextDecoder().decode(name.subarray(0, Math.max(0, name.indexOf(0)))),
+  };
+}
+
+/**
+ * The operations every loaded map has. Keys and values are bytes; a per-CPU
+ * map's value holds one 8-byte-aligned slot per possible CPU (see
+ * {@linkcode MapHandle.valueBufferSize}).
+ */
+export abstract class MapHandle {
+  /** The map's fd; throws a TypeError once the map's owner is closed. */
+  protected abstract liveFd(): number;
+  /** The map's name. */
+  abstract get name(): string;
+
+  #info: MapInfo | undefined;
+
+  /** What the kernel says about the map, read once. */
+  protected info(): MapInfo {
+    const fd = this.liveFd();
+    if (fd < 0) throw new TypeError(`Map "${this.name}" is not loaded yet`);
+    return this.#info ??= mapInfo(fd);
+  }
+
+  /** The map's type, e.g. `"hash"`. */
+  get type(): MapType {
+    return this.info().type;
+  }
+
+  /** The size of one key in bytes. */
+  get keySize(): number {
+    return this.info().keySize;
+  }
+
+  /** The size of one value in bytes (one CPU's, for a per-CPU map). */
+  get valueSize(): number {
+    return this.info().valueSize;
+  }
+
+  /** `max_entries`: for a ring buffer, its size in bytes. */
+  get maxEntries(): number {
+    return this.info().maxEntries;
+  }
+
+  /** Whether the map keeps one value per possible CPU. */
+  get perCpu(): boolean {
+    return PER_CPU.has(this.type);
+  }
+
+  /** The bytes a looked-up value takes: `valueSize`, or one aligned slot per CPU. */
+  get valueBufferSize(): number {
+    const size = this.valueSize;
+    return this.perCpu ? ((size + 7) & ~7) * possibleCpus() : size;
+  }
+
+  /**
+   * Splits a per-CPU value read by {@linkcode lookup} into one view per CPU
+   * (each `valueSize` bytes). For other maps, returns `[value]`.
+   */
+  perCpuValues(value: Uint8Array): Uint8Array[] {
+    if (!this.perCpu) return [value];
+    const stride = (this.valueSize + 7) & ~7;
+    const out: Uint8Array[] = [];
+    for (let at = 0; at + stride <= value.length; at += stride) {
+      out.push(value.subarray(at, at + this.valueSize));
+    }
+    return out;
+  }
+
+  #key(key: Uint8Array<ArrayBuffer>) {
+    if (key.length !== this.keySize) {
+      throw new RangeError(`Map "${this.name}" has ${this.keySize}-byte keys, got ${key.length}`);
+    }
+    return key;
+  }
+
+  #value(value: Uint8Array<ArrayBuffer>) {
+    if (value.length !== this.valueBufferSize) {
+      throw new RangeError(
+        `Map "${this.name}" needs a ${this.valueBufferSize}-byte value buffer, got ${value.length}`,
+      );
+    }
+    return value;
+  }
+
+  /**
+   * Copies the value of `key` into `value` (or a new buffer); returns it, or
+   * `undefined` if the key is absent.
+   */
+  lookup(
+    key: Uint8Array<ArrayBuffer>,
+    value: Uint8Array<ArrayBuffer> = new Uint8Array(this.valueBufferSize),
+  ): Uint8Array<ArrayBuffer> | undefined {
+    const ret = bpf().bpf_map_lookup_elem(this.liveFd(), this.#key(key), this.#value(value));
+    if (ret === -ENOENT) return undefined;
+    check(ret, `look up a key in map "${this.name}"`);
+    return value;
+  }
+
+  /** Sets `key` to `value`; `mode` says whether the key must or must not exist. */
+  update(
+    key: Uint8Array<ArrayBuffer>,
+    value: Uint8Array<ArrayBuffer>,
+    mode: UpdateMode = "any",
+  ): void {
+    check(
+      bpf().bpf_map_update_elem(
+        this.liveFd(),
+        this.#key(key),
+        this.#value(value),
+        UPDATE_FLAGS[mode],
+      ),
+      `update a key in map "${this.name}"`,
+    );
+  }
+
+  /** Deletes `key`; returns whether it was there. */
+  delete(key: Uint8Array<ArrayBuffer>): boolean {
+    const ret = bpf().bpf_map_delete_elem(this.liveFd(), this.#key(key));
+    if (ret === -ENOENT) return false;
+    check(ret, `delete a key from map "${this.name}"`);
+    return true;
+  }
+
+  /** Reads and deletes `key` in one step (hash maps: Linux 5.14; queues and stacks). */
+  lookupAndDelete(
+    key: Uint8Array<ArrayBuffer>,
+    value: Uint8Array<ArrayBuffer> = new Uint8Array(this.valueBufferSize),
+  ): Uint8Array<ArrayBuffer> | undefined {
+    const ret = bpf().bpf_map_lookup_and_delete_elem(this.liveFd(), this.#key(key), value);
+    if (ret === -ENOENT) return undefined;
+    check(ret, `look up and delete a key in map "${this.name}"`);
+    return value;
+  }
+
+  /**
+   * Every key, each a fresh copy. A key deleted while iterating may make the
+   * walk start over (the kernel's rule for hash maps): collect first, then
+   * delete, or use {@linkcode clear}.
+   */
+  *keys(): Generator<Uint8Array<ArrayBuffer>> {
+    const fd = this.liveFd();
+    let prev: Uint8Array<ArrayBuffer> | null = null;
+    for (;;) {
+      const next = new Uint8Array(this.keySize);
+      const ret = bpf().bpf_map_get_next_key(fd, prev, next);
+      if (ret === -ENOENT) return;
+      check(ret, `iterate the keys of map "${this.name}"`);
+      yield next;
+      prev = next;
+    }
+  }
+
+  /** Every key with its value, each a fresh copy; keys that vanish meanwhile are skipped. */
+  *entries(): Generator<[Uint8Array<ArrayBuffer>, Uint8Array<ArrayBuffer>]> {
+    for (const key of this.keys()) {
+      const value = this.lookup(key);
+      if (value) yield [key, value];
+    }
+  }
+
+  /**
+   * Every key with its value in as few system calls as the kernel allows
+   * (`BPF_MAP_LOOKUP_BATCH`, Linux 5.6, for hash and array maps), falling
+   * back to {@linkcode entries} where the map type has no batch lookup.
+   */
+  lookupBatch(chunk = 256): [Uint8Array<ArrayBuffer>, Uint8Array<ArrayBuffer>][] {
+    const fd = this.liveFd();
+    const keySize = this.keySize;
+    const valueSize = this.valueBufferSize;
+    const out: [Uint8Array<ArrayBuffer>, Uint8Array<ArrayBuffer>][] = [];
+    const keys = new Uint8Array(keySize * chunk);
+    const values = new Uint8Array(valueSize * chunk);
+    // The batch token's size is the key size for hash maps, 4 for arrays.
+    const token = new Uint8Array(Math.max(keySize, 8));
+    const nextToken = new Uint8Array(token.length);
+    let first = true;
+    for (;;) {
+      const count = new Uint32Array([chunk]);
+      const ret = bpf().bpf_map_lookup_batch(
+        fd,
+        first ? null : token,
+        nextToken,
+        keys,
+        values,
+        new Uint8Array(count.buffer),
+        null,
+      );
+      if (first && (ret === -EINVAL || ret === -ENOTSUPP || ret === -EOPNOTSUPP)) {
+        return [...this.entries()];
+      }
+      if (ret < 0 && ret !== -ENOENT) check(ret, `batch-read map "${this.name}"`);
+      for (let i = 0; i < count[0]; i++) {
+        out.push([
+          keys.slice(i * keySize, (i + 1) * keySize),
+          values.slice(i * valueSize, (i + 1) * valueSize),
+        ]);
+      }
+      if (ret === -ENOENT) return out; // the last batch
+      token.set(nextToken);
+      first = false;
+    }
+  }
+
+  /** Deletes every key; returns how many were deleted. */
+  clear(): number {
+    let n = 0;
+    for (const key of [...this.keys()]) if (this.delete(key)) n++;
+    return n;
+  }
+}
+
+/** A map of a {@linkcode BpfObject}: borrowed, valid while the object is open. */
+export class BpfMap extends MapHandle {
+  #owner: { readonly unsafeHandle: Deno.PointerValue };
+  #ptr: Deno.PointerObject;
+
+  /** @internal Use {@linkcode BpfObject.map}. */
+  constructor(owner: { readonly unsafeHandle: Deno.PointerValue }, ptr: Deno.PointerObject) {
+    super();
+    this.#owner = owner;
+    this.#ptr = ptr;
+  }
+
+  #p(): Deno.PointerObject {
+    if (this.#owner.unsafeHandle === null) throw new TypeError("BpfObject is closed");
+    return this.#ptr;
+  }
+
+  protected liveFd(): number {
+    return bpf().bpf_map__fd(this.#p());
+  }
+
+  /** The map's name (`"events"`, or e.g. `"unlink_b.rodata"`). */
+  get name(): string {
+    return readCString(bpf().bpf_map__name(this.#p()));
+  }
+
+  /** The map's fd once loaded, else a negative number. */
+  get fd(): number {
+    return this.liveFd();
+  }
+
+  /** `max_entries`; before load it can be set (for a ring buffer: its size in bytes). */
+  override get maxEntries(): number {
+    return bpf().bpf_map__max_entries(this.#p());
+  }
+
+  override set maxEntries(n: number) {
+    check(
+      bpf().bpf_map__set_max_entries(this.#p(), n),
+      `set max_entries of "${this.name}" to ${n}`,
+    );
+  }
+
+  /** The size of one value in bytes, known before load too. */
+  override get valueSize(): number {
+    return bpf().bpf_map__value_size(this.#p());
+  }
+
+  /**
+   * Pins the loaded map at `path` in bpffs (e.g. `/sys/fs/bpf/counts`), so it
+   * outlives this process; {@linkcode PinnedMap.open} opens it again.
+   */
+  pin(path: string): void {
+    check(bpf().bpf_map__pin(this.#p(), cstr(path)), `pin map "${this.name}" at ${path}`);
+  }
+
+  /** Removes the pin at `path`. */
+  unpin(path: string): void {
+    check(bpf().bpf_map__unpin(this.#p(), cstr(path)), `unpin map "${this.name}" at ${path}`);
+  }
+
+  /** UNSAFE: the raw `struct bpf_map *`, or null once the object is closed. */
+  get unsafeHandle(): Deno.PointerObject | null {
+    return this.#owner.unsafeHandle ? this.#ptr : null;
+  }
+}
+
+/** Safety net: a pinned map dropped without close() still gets its fd closed. */
+const unclosedFds = new FinalizationRegistry<number>((fd) => c().close(fd));
+
+/** A map pinned in bpffs, opened by path. Owns its fd. */
+export class PinnedMap extends MapHandle implements Disposable {
+  #fd: number;
+  #path: string;
+
+  private constructor(fd: number, path: string) {
+    super();
+    this.#fd = fd;
+    this.#path = path;
+    unclosedFds.register(this, fd, this);
+  }
+
+  /** Opens the map pinned at `path` (`BPF_OBJ_GET`). */
+  static open(path: string): PinnedMap {
+    const fd = check(bpf().bpf_obj_get(cstr(path)), `open the pinned map ${path}`);
+    const map = new PinnedMap(fd, path);
+    // A pinned link or program opens too: only a map's fdinfo has map_type.
+    if (!/^map_type:/m.test(readSmallFile(`/proc/self/fdinfo/${fd}`) ?? "map_type:")) {
+      map.close();
+      throw new TypeError(`${path} is pinned, but is not a map`);
+    }
+    return map;
+  }
+
+  protected liveFd(): number {
+    if (this.#fd < 0) throw new TypeError("PinnedMap is closed");
+    return this.#fd;
+  }
+
+  /** The map's name as the kernel knows it (at most 15 bytes). */
+  get name(): string {
+    return this.info().name;
+  }
+
+  /** The bpffs path it was opened from. */
+  get path(): string {
+    return this.#path;
+  }
+
+  /** Closes this process's fd; the pin and the map stay. Idempotent. */
+  close(): void {
+    if (this.#fd < 0) return;
+    unclosedFds.unregister(this);
+    checkErrno(c().close(this.#fd), `close map fd ${this.#fd}`);
+    this.#fd = -1;
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
