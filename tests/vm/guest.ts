@@ -13,6 +13,7 @@ const ALL = [
   "tests/trace_script_test.ts",
   "tests/printk_test.ts",
   "tests/url_import_test.ts",
+  "tests/doctor_test.ts",
 ];
 const LADDER = ["tests/unlink_test.ts", "tests/trace_script_test.ts"];
 
