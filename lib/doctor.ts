@@ -246,7 +246,7 @@ export function doctor(options: DoctorOptions = {}): DoctorReport {
       : { ok: true, detail: mode, fix: null };
   });
 
-  const caps = run("capabilities", ["ffi"], SUDO, () => {
+  const capabilities = run("capabilities", ["ffi"], SUDO, () => {
     const status = readSmallFile("/proc/self/status") ?? "";
     const caps = parseCapEff(status);
     const uid = parseEffectiveUid(status);
@@ -255,10 +255,8 @@ export function doctor(options: DoctorOptions = {}): DoctorReport {
       return { ok: null, detail: `${who}; /proc/self/status has no CapEff`, fix: null };
     }
     const names = tracingCapabilities(caps);
-    const detail = `${who} with ${
-      names.length ? names.join(", ") : "none of CAP_SYS_ADMIN, " +
-        "CAP_BPF, CAP_PERFMON"
-    }`;
+    const held = names.length ? names.join(", ") : "none of CAP_SYS_ADMIN, CAP_BPF, CAP_PERFMON";
+    const detail = `${who} with ${held}`;
     return canTrace(caps) ? { ok: true, detail, fix: null } : { ok: false, detail, fix: SUDO };
   });
 
@@ -278,7 +276,7 @@ export function doctor(options: DoctorOptions = {}): DoctorReport {
   });
 
   // Without privileges the kernel refuses every probe and trial: say why once.
-  const unprivileged = caps.ok === false
+  const unprivileged = capabilities.ok === false
     ? { ok: false, detail: "not tried: needs root (see capabilities)", fix: SUDO }
     : undefined;
 

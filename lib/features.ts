@@ -203,13 +203,16 @@ export function hasProgramType(type: ProgramType | number): boolean {
 }
 
 /**
- * Whether programs of `programType` may call a helper (libbpf loads a
- * program that calls it). Use it to choose between variants of a program,
- * e.g. `bpf_loop` (Linux 5.17) or a bounded loop.
+ * Whether the kernel offers a helper to programs of `programType`: libbpf
+ * loads a program that calls it and answers `false` only when the verifier
+ * calls the helper unknown or invalid for that type. Use it to choose
+ * between variants of a program, e.g. `bpf_loop` (Linux 5.17) or a bounded
+ * loop. Helpers that the kernel further limits to some attach points
+ * (`bpf_d_path`) can still read `true` here: only a real load tells.
  *
  * @param programType The program type that would call the helper.
  * @param helper A name from {@linkcode HELPERS}, or an `enum bpf_func_id` number.
- * @returns `false` when the kernel lacks the helper or forbids it for that type.
+ * @returns `false` when the kernel lacks the helper or refuses it to that type.
  * @throws {TypeError} for a name not in the tables.
  * @throws {BpfError} if the probe itself failed (e.g. the program type is refused).
  *
