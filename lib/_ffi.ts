@@ -131,6 +131,11 @@ const LIBBPF = {
   btf__name_by_offset: { parameters: ["pointer", "u32"], result: "pointer" },
   // __s64 btf__resolve_size(const struct btf *, __u32 type_id)
   btf__resolve_size: { parameters: ["pointer", "u32"], result: "i64" },
+
+  // int libbpf_probe_bpf_prog_type(enum bpf_prog_type, const void *opts)
+  libbpf_probe_bpf_prog_type: { parameters: ["u32", "pointer"], result: "i32" },
+  // int libbpf_probe_bpf_helper(enum bpf_prog_type, enum bpf_func_id, const void *opts)
+  libbpf_probe_bpf_helper: { parameters: ["u32", "u32", "pointer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** libc symbols that libbpf's ring buffer and log need from its caller. */

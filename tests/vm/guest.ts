@@ -19,6 +19,7 @@ const ALL = [
   "tests/permissions_test.ts",
   "tests/printk_test.ts",
   "tests/url_import_test.ts",
+  "tests/doctor_test.ts",
 ];
 
 const RUNS: { title: string; env: Record<string, string>; files: string[] }[] = [

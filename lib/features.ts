@@ -1,0 +1,330 @@
+/**
+ * What this kernel offers, answered by trying it: libbpf's probes create a
+ * map or load a tiny program of the type asked about, and
+ * {@linkcode tryAttach} loads, attaches and detaches the unlink tracer with
+ * one method, because for attach methods only a real attach is an honest
+ * answer (a kernel can load a kprobe program and still have no kprobes).
+ *
+ * Every probe needs the privileges the real thing needs (root, or CAP_BPF
+ * and CAP_PERFMON): without them the kernel refuses everything, and the map
+ * and program probes read as "absent".
+ *
+ * @example Choose what to use (needs root)
+ * ```ts ignore
+ * import { hasHelper, hasMapType, tryAttach } from "./features.ts";
+ *
+ * console.log(hasMapType("ringbuf") ? "ring buffer" : "perf buffer");
+ * console.log(hasHelper("kprobe", "loop") ? "bpf_loop" : "bounded loop");
+ * const fentry = tryAttach("fentry");
+ * console.log(fentry.ok ? "fentry works" : `fentry: ${fentry.reason}`);
+ * ```
+ *
+ * @module
+ */
+
+import { bpf } from "./_ffi.ts";
+import { AttachError, BpfError, LibbpfNotFoundError, NotSupportedError } from "./errors.ts";
+import { type AttachMethod, UnlinkTracer } from "./unlink.ts";
+
+/** BPF map types by name (`enum bpf_map_type` in linux/bpf.h, without the prefix). */
+export const MAP_TYPES = {
+  hash: 1,
+  array: 2,
+  prog_array: 3,
+  perf_event_array: 4,
+  percpu_hash: 5,
+  percpu_array: 6,
+  stack_trace: 7,
+  cgroup_array: 8,
+  lru_hash: 9,
+  lru_percpu_hash: 10,
+  lpm_trie: 11,
+  array_of_maps: 12,
+  hash_of_maps: 13,
+  devmap: 14,
+  sockmap: 15,
+  cpumap: 16,
+  xskmap: 17,
+  sockhash: 18,
+  cgroup_storage: 19,
+  reuseport_sockarray: 20,
+  percpu_cgroup_storage: 21,
+  queue: 22,
+  stack: 23,
+  sk_storage: 24,
+  devmap_hash: 25,
+  struct_ops: 26,
+  ringbuf: 27,
+  inode_storage: 28,
+  task_storage: 29,
+  bloom_filter: 30,
+  user_ringbuf: 31,
+} as const;
+
+/** A map type's name, e.g. `"ringbuf"`. */
+export type MapType = keyof typeof MAP_TYPES;
+
+/** BPF program types by name (`enum bpf_prog_type` in linux/bpf.h, without the prefix). */
+export const PROGRAM_TYPES = {
+  socket_filter: 1,
+  kprobe: 2,
+  sched_cls: 3,
+  sched_act: 4,
+  tracepoint: 5,
+  xdp: 6,
+  perf_event: 7,
+  cgroup_skb: 8,
+  cgroup_sock: 9,
+  lwt_in: 10,
+  lwt_out: 11,
+  lwt_xmit: 12,
+  sock_ops: 13,
+  sk_skb: 14,
+  cgroup_device: 15,
+  sk_msg: 16,
+  raw_tracepoint: 17,
+  cgroup_sock_addr: 18,
+  lwt_seg6local: 19,
+  lirc_mode2: 20,
+  sk_reuseport: 21,
+  flow_dissector: 22,
+  cgroup_sysctl: 23,
+  raw_tracepoint_writable: 24,
+  cgroup_sockopt: 25,
+  tracing: 26,
+  struct_ops: 27,
+  ext: 28,
+  lsm: 29,
+  sk_lookup: 30,
+  syscall: 31,
+} as const;
+
+/** A program type's name, e.g. `"tracing"` (fentry/fexit) or `"tracepoint"`. */
+export type ProgramType = keyof typeof PROGRAM_TYPES;
+
+/**
+ * The helpers tracing tools most often need to choose between, by name
+ * (`enum bpf_func_id` in linux/bpf.h, without `BPF_FUNC_`). Any other helper
+ * can be probed by its number.
+ */
+export const HELPERS = {
+  map_lookup_elem: 1,
+  ktime_get_ns: 5,
+  trace_printk: 6,
+  get_current_pid_tgid: 14,
+  probe_write_user: 36,
+  override_return: 58,
+  get_current_cgroup_id: 80,
+  probe_read_kernel: 113,
+  probe_read_kernel_str: 115,
+  ringbuf_output: 130,
+  ringbuf_reserve: 131,
+  ringbuf_submit: 132,
+  d_path: 147,
+  get_current_task_btf: 158,
+  get_func_ip: 173,
+  loop: 181,
+} as const;
+
+/** A helper's name, e.g. `"loop"` for `bpf_loop`. */
+export type Helper = keyof typeof HELPERS;
+
+const EOPNOTSUPP = 95;
+
+/** The number for `name` in `table`, or a TypeError listing the names it knows. */
+function lookup(table: Record<string, number>, what: string, name: string | number): number {
+  if (typeof name === "number") {
+    if (!Number.isInteger(name) || name < 0 || name > 0xffffffff) {
+      throw new RangeError(`A ${what} number must be an integer from 0 to 2^32-1, got ${name}`);
+    }
+    return name;
+  }
+  const n = Object.hasOwn(table, name) ? table[name] : undefined;
+  if (n === undefined) {
+    throw new TypeError(
+      `Unknown ${what} "${name}": use one of ${Object.keys(table).join(", ")}, or its number`,
+    );
+  }
+  return n;
+}
+
+/**
+ * libbpf's probe answer: 1 yes, 0 no, -EOPNOTSUPP when libbpf cannot probe
+ * the type (one newer than the library, or made up), any other -errno when
+ * the probe itself failed.
+ */
+function answer(ret: number, operation: string): boolean {
+  if (ret === 1) return true;
+  if (ret === 0 || ret === -EOPNOTSUPP) return false;
+  throw new BpfError(operation, -ret, { hint: "run as root to probe kernel features" });
+}
+
+/**
+ * Whether the kernel can create maps of this type (libbpf creates a small
+ * one and closes it).
+ *
+ * @param type A name from {@linkcode MAP_TYPES}, or an `enum bpf_map_type` number.
+ * @returns `false` for a type the kernel refuses, and for one that this
+ * libbpf cannot probe (newer than the library, or made up).
+ * @throws {TypeError} for a name not in {@linkcode MAP_TYPES}.
+ * @throws {BpfError} if the probe itself failed.
+ *
+ * @example (needs root)
+ * ```ts ignore
+ * import { hasMapType } from "./features.ts";
+ * if (!hasMapType("ringbuf")) console.log("needs Linux 5.8 for ring buffers");
+ * ```
+ */
+export function hasMapType(type: MapType | number): boolean {
+  const n = lookup(MAP_TYPES, "map type", type);
+  return answer(bpf().libbpf_probe_bpf_map_type(n, null), `probe map type ${type}`);
+}
+
+/**
+ * Whether the kernel loads programs of this type (libbpf loads a minimal
+ * program). For `"tracing"` (fentry/fexit) libbpf asks for a deliberately
+ * wrong attach target and expects the kernel's "not a function" answer, so
+ * a kernel that refuses tracing programs outright (EPERM) reads as absent.
+ *
+ * @param type A name from {@linkcode PROGRAM_TYPES}, or an `enum bpf_prog_type` number.
+ * @returns `false` for a type the kernel refuses, and for one this libbpf cannot probe.
+ * @throws {TypeError} for a name not in {@linkcode PROGRAM_TYPES}.
+ * @throws {BpfError} if the probe itself failed.
+ *
+ * @example (needs root)
+ * ```ts ignore
+ * import { hasProgramType } from "./features.ts";
+ * console.log(hasProgramType("tracepoint"), hasProgramType("tracing"));
+ * ```
+ */
+export function hasProgramType(type: ProgramType | number): boolean {
+  const n = lookup(PROGRAM_TYPES, "program type", type);
+  return answer(bpf().libbpf_probe_bpf_prog_type(n, null), `probe program type ${type}`);
+}
+
+/**
+ * Whether the kernel offers a helper to programs of `programType`: libbpf
+ * loads a program that calls it and answers `false` only when the verifier
+ * calls the helper unknown or invalid for that type. Use it to choose
+ * between variants of a program, e.g. `bpf_loop` (Linux 5.17) or a bounded
+ * loop. Helpers that the kernel further limits to some attach points
+ * (`bpf_d_path`) can still read `true` here: only a real load tells.
+ *
+ * @param programType The program type that would call the helper.
+ * @param helper A name from {@linkcode HELPERS}, or an `enum bpf_func_id` number.
+ * @returns `false` when the kernel lacks the helper or refuses it to that type.
+ * @throws {TypeError} for a name not in the tables.
+ * @throws {BpfError} if the probe itself failed (e.g. the program type is refused).
+ *
+ * @example (needs root)
+ * ```ts ignore
+ * import { hasHelper } from "./features.ts";
+ * console.log(hasHelper("kprobe", "ringbuf_reserve"));
+ * ```
+ */
+export function hasHelper(programType: ProgramType | number, helper: Helper | number): boolean {
+  const prog = lookup(PROGRAM_TYPES, "program type", programType);
+  const id = lookup(HELPERS, "helper", helper);
+  return answer(
+    bpf().libbpf_probe_bpf_helper(prog, id, null),
+    `probe helper ${helper} for ${programType} programs`,
+  );
+}
+
+/**
+ * Where a trial attach stopped: the tracer's own checks before loading
+ * (`preflight`: privileges, BTF, ring buffers, libbpf), the kernel's
+ * refusal to load (`load`), the verifier (`verifier`), or attaching (`attach`).
+ */
+export type AttachStage = "preflight" | "load" | "verifier" | "attach";
+
+/** The outcome of {@linkcode tryAttach}. */
+export type AttachProbe =
+  | {
+    /** The method tried. */
+    method: AttachMethod;
+    /** It loaded, attached and detached. */
+    ok: true;
+    /** How long the whole trial took, in milliseconds. */
+    ms: number;
+  }
+  | {
+    /** The method tried. */
+    method: AttachMethod;
+    /** It did not work. */
+    ok: false;
+    /** Where it stopped. */
+    stage: AttachStage;
+    /** The errno's name, e.g. `"EPERM"`, when the kernel or libc gave one. */
+    code?: string;
+    /** In a few words, e.g. `load refused (EPERM)`. */
+    reason: string;
+    /** How long the trial took, in milliseconds. */
+    ms: number;
+  };
+
+const STAGES: Record<string, AttachStage> = {
+  "load refused": "load",
+  "attach failed": "attach",
+  "rejected by the verifier": "verifier",
+};
+
+/**
+ * Splits the tracer's reason (`load refused (EPERM)`) into its stage and
+ * errno name; a reason of another shape keeps the `attach` stage. Pure.
+ */
+export function parseAttachReason(reason: string): { stage: AttachStage; code?: string } {
+  const m = /^(.+) \((E[A-Z0-9]+)\)$/.exec(reason);
+  if (!m) return { stage: "attach" };
+  return { stage: STAGES[m[1]] ?? "attach", code: m[2] };
+}
+
+/**
+ * Whether the unlink tracer really works with `method` here: opens it with a
+ * 4 KiB ring buffer (a real load and attach), then closes it (detach and
+ * unload). Like the tracer, the tracepoint trial mounts tracefs at
+ * `/sys/kernel/tracing` if no tracefs is mounted.
+ *
+ * @param method `"fentry"`, `"kprobe"` or `"tracepoint"`.
+ * @returns `{ ok: true }`, or where it stopped and the errno, e.g.
+ * `{ ok: false, stage: "load", code: "EPERM", reason: "load refused (EPERM)" }`.
+ * @throws {Deno.errors.NotCapable} when the process lacks `--allow-ffi` or
+ * `--allow-env`: that is the caller's to fix, not the kernel's answer.
+ *
+ * @example (needs root)
+ * ```ts ignore
+ * import { tryAttach } from "./features.ts";
+ * for (const m of ["fentry", "kprobe", "tracepoint"] as const) {
+ *   const r = tryAttach(m);
+ *   console.log(m, r.ok ? "works" : r.reason);
+ * }
+ * ```
+ */
+export function tryAttach(method: AttachMethod): AttachProbe {
+  const start = performance.now();
+  const ms = () => Math.round((performance.now() - start) * 10) / 10;
+  try {
+    UnlinkTracer.open({ mode: method, ringBufferSize: 4096 }).close();
+    return { method, ok: true, ms: ms() };
+  } catch (error) {
+    if (error instanceof AttachError && error.attempts.length > 0) {
+      const reason = error.attempts[0].reason;
+      return { method, ok: false, ...parseAttachReason(reason), reason, ms: ms() };
+    }
+    // The tracer's checks before any load: privileges, BTF, ring buffers, libbpf.
+    if (error instanceof BpfError) {
+      return {
+        method,
+        ok: false,
+        stage: "preflight",
+        code: error.code,
+        reason: error.message,
+        ms: ms(),
+      };
+    }
+    if (error instanceof NotSupportedError || error instanceof LibbpfNotFoundError) {
+      return { method, ok: false, stage: "preflight", reason: error.message, ms: ms() };
+    }
+    throw error;
+  }
+}
