@@ -53,12 +53,26 @@ export { type LogHandler, type LogLevel, logToStderr, setLogHandler, takeLog } f
 export { BpfObject, Link, Program, releaseFreedMemory, type UprobeOptions } from "./lib/object.ts";
 export {
   BpfMap,
+  MAP_TYPES,
   MapHandle,
   type MapType,
   PinnedMap,
   possibleCpus,
   type UpdateMode,
 } from "./lib/map.ts";
+export {
+  type AttachProbe,
+  type AttachStage,
+  hasHelper,
+  hasMapType,
+  hasProgramType,
+  type Helper,
+  HELPERS,
+  PROGRAM_TYPES,
+  type ProgramType,
+  tryAttach,
+} from "./lib/features.ts";
+export { type Check, doctor, type DoctorOptions, type DoctorReport } from "./lib/doctor.ts";
 export { type RecordHandler, RingBuffer, type RingBufferOptions } from "./lib/ring_buffer.ts";
 export { ensureTracefs, findTracefs, TRACEFS, TracePipe } from "./lib/tracefs.ts";
 export { monotonicToEpochMs } from "./lib/clock.ts";

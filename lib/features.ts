@@ -25,44 +25,7 @@
 import { bpf } from "./_ffi.ts";
 import { AttachError, BpfError, LibbpfNotFoundError, NotSupportedError } from "./errors.ts";
 import { type AttachMethod, UnlinkTracer } from "./unlink.ts";
-
-/** BPF map types by name (`enum bpf_map_type` in linux/bpf.h, without the prefix). */
-export const MAP_TYPES = {
-  hash: 1,
-  array: 2,
-  prog_array: 3,
-  perf_event_array: 4,
-  percpu_hash: 5,
-  percpu_array: 6,
-  stack_trace: 7,
-  cgroup_array: 8,
-  lru_hash: 9,
-  lru_percpu_hash: 10,
-  lpm_trie: 11,
-  array_of_maps: 12,
-  hash_of_maps: 13,
-  devmap: 14,
-  sockmap: 15,
-  cpumap: 16,
-  xskmap: 17,
-  sockhash: 18,
-  cgroup_storage: 19,
-  reuseport_sockarray: 20,
-  percpu_cgroup_storage: 21,
-  queue: 22,
-  stack: 23,
-  sk_storage: 24,
-  devmap_hash: 25,
-  struct_ops: 26,
-  ringbuf: 27,
-  inode_storage: 28,
-  task_storage: 29,
-  bloom_filter: 30,
-  user_ringbuf: 31,
-} as const;
-
-/** A map type's name, e.g. `"ringbuf"`. */
-export type MapType = keyof typeof MAP_TYPES;
+import { MAP_TYPES, type MapType } from "./map.ts";
 
 /** BPF program types by name (`enum bpf_prog_type` in linux/bpf.h, without the prefix). */
 export const PROGRAM_TYPES = {

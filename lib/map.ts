@@ -27,45 +27,48 @@ import { bpf, c, cstr, readCString } from "./_ffi.ts";
 import { check, checkErrno } from "./errors.ts";
 import { readSmallFile } from "./_sys.ts";
 
-/** The kernel's map types (`enum bpf_map_type`), by their libbpf names. */
-const MAP_TYPES = [
-  "unspec",
-  "hash",
-  "array",
-  "prog_array",
-  "perf_event_array",
-  "percpu_hash",
-  "percpu_array",
-  "stack_trace",
-  "cgroup_array",
-  "lru_hash",
-  "lru_percpu_hash",
-  "lpm_trie",
-  "array_of_maps",
-  "hash_of_maps",
-  "devmap",
-  "sockmap",
-  "cpumap",
-  "xskmap",
-  "sockhash",
-  "cgroup_storage",
-  "reuseport_sockarray",
-  "percpu_cgroup_storage",
-  "queue",
-  "stack",
-  "sk_storage",
-  "devmap_hash",
-  "struct_ops",
-  "ringbuf",
-  "inode_storage",
-  "task_storage",
-  "bloom_filter",
-  "user_ringbuf",
-  "cgrp_storage",
-] as const;
+/** BPF map types by name (`enum bpf_map_type` in linux/bpf.h, without the prefix). */
+export const MAP_TYPES = {
+  hash: 1,
+  array: 2,
+  prog_array: 3,
+  perf_event_array: 4,
+  percpu_hash: 5,
+  percpu_array: 6,
+  stack_trace: 7,
+  cgroup_array: 8,
+  lru_hash: 9,
+  lru_percpu_hash: 10,
+  lpm_trie: 11,
+  array_of_maps: 12,
+  hash_of_maps: 13,
+  devmap: 14,
+  sockmap: 15,
+  cpumap: 16,
+  xskmap: 17,
+  sockhash: 18,
+  cgroup_storage: 19,
+  reuseport_sockarray: 20,
+  percpu_cgroup_storage: 21,
+  queue: 22,
+  stack: 23,
+  sk_storage: 24,
+  devmap_hash: 25,
+  struct_ops: 26,
+  ringbuf: 27,
+  inode_storage: 28,
+  task_storage: 29,
+  bloom_filter: 30,
+  user_ringbuf: 31,
+  cgrp_storage: 32,
+} as const;
 
-/** A map type's name, e.g. `"hash"` or `"percpu_array"` (`"type_N"` if unknown). */
-export type MapType = typeof MAP_TYPES[number] | `type_${number}`;
+/** A map type's name, e.g. `"ringbuf"`. */
+export type MapType = keyof typeof MAP_TYPES;
+
+const TYPE_NAMES = new Map<number, MapType>(
+  Object.entries(MAP_TYPES).map(([name, n]) => [n, name as MapType]),
+);
 
 const PER_CPU = new Set<MapType>([
   "percpu_hash",
@@ -90,7 +93,7 @@ export function possibleCpus(): number {
 
 /** What a map is: read from its fd, so it works for pinned maps too. */
 interface MapInfo {
-  type: MapType;
+  type: MapType | `type_${number}`;
   id: number;
   keySize: number;
   valueSize: number;
@@ -111,7 +114,7 @@ function mapInfo(fd: number): MapInfo {
   const type = v.getUint32(0, true);
   const name = info.subarray(24, 40);
   return {
-    type: MAP_TYPES[type] ?? `type_${type}`,
+    type: TYPE_NAMES.get(type) ?? `type_${type}`,
     id: v.getUint32(4, true),
     keySize: v.getUint32(8, true),
     valueSize: v.getUint32(12, true),
@@ -140,8 +143,8 @@ export abstract class MapHandle {
     return this.#info ??= mapInfo(fd);
   }
 
-  /** The map's type, e.g. `"hash"`. */
-  get type(): MapType {
+  /** The map's type, e.g. `"hash"` (`"type_N"` for a type newer than this table). */
+  get type(): MapType | `type_${number}` {
     return this.info().type;
   }
 
@@ -162,7 +165,7 @@ export abstract class MapHandle {
 
   /** Whether the map keeps one value per possible CPU. */
   get perCpu(): boolean {
-    return PER_CPU.has(this.type);
+    return PER_CPU.has(this.type as MapType);
   }
 
   /** The bytes a looked-up value takes: `valueSize`, or one aligned slot per CPU. */

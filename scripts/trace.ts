@@ -15,6 +15,7 @@
 
 import { parseArgs, styleText } from "node:util";
 import { errorLine, status, STOP_SIGNALS } from "./_cli.ts";
+import { main as doctorMain } from "./doctor.ts";
 import { outputClosed } from "../lib/_sys.ts";
 import {
   ATTACH_METHODS,
@@ -50,6 +51,8 @@ Options:
       --ringbuf-size N   ring buffer bytes: a power of two from 4096 to 2G; K/M/G
                          suffixes allowed (default ${DEFAULT_RING_SIZE / 1024 / 1024}M)
   -v, --verbose          show libbpf's log
+      --doctor           check whether the tracer can run here, and exit
+                         (the same as scripts/doctor.ts; --json works too)
   -h, --help             show this help
 
 Text columns: TIME PID COMM RET LAT(us) FILENAME; RET is 0 or the errno name.
@@ -65,6 +68,7 @@ export interface TraceArgs {
   count?: number;
   durationMs?: number;
   verbose: boolean;
+  doctor: boolean;
   help: boolean;
 }
 
@@ -115,6 +119,7 @@ export function parseTraceArgs(args: string[]): TraceArgs {
         mode: { type: "string" },
         "ringbuf-size": { type: "string" },
         verbose: { type: "boolean", short: "v" },
+        doctor: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -152,6 +157,7 @@ export function parseTraceArgs(args: string[]): TraceArgs {
     count: integer("--count", values.count, 1, Number.MAX_SAFE_INTEGER),
     durationMs,
     verbose: values.verbose ?? false,
+    doctor: values.doctor ?? false,
     help: values.help ?? false,
   };
 }
@@ -242,6 +248,7 @@ export async function main(argv: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
+  if (args.doctor) return doctorMain(args.json ? ["--json"] : []);
   try {
     return await trace(args);
   } catch (error) {

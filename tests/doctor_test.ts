@@ -267,3 +267,18 @@ Deno.test("the summary names the method auto picks and why the better ones faile
   );
   assert.match(summaryLine({ ...base, ok: false, auto: null, methods: [] }), /cannot tell/);
 });
+
+kernelTest(
+  "trace.ts --doctor --json gives the doctor's report, with trace.ts's permissions",
+  async () => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", ...LEAST, `${ROOT}scripts/trace.ts`, "--doctor", "--json"],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const report = JSON.parse(new TextDecoder().decode(out.stdout)) as DoctorReport;
+    assert.equal(report.auto, report.methods.find((m) => m.ok)?.method);
+    if (AUTO_METHOD) assert.equal(report.auto, AUTO_METHOD);
+  },
+);

@@ -8,11 +8,10 @@ import {
   hasHelper,
   hasMapType,
   hasProgramType,
-  type MapType,
   parseAttachReason,
   tryAttach,
 } from "../lib/features.ts";
-import { ATTACH_METHODS, UnlinkTracer } from "../mod.ts";
+import { ATTACH_METHODS, type MapType, UnlinkTracer } from "../mod.ts";
 import { AUTO_METHOD, bpfFds, kernelTest } from "./_helpers.ts";
 
 Deno.test("parseAttachReason splits the tracer's reasons into stage and errno name", () => {
