@@ -1,0 +1,72 @@
+#!/usr/bin/env -S deno run --allow-ffi --allow-env
+/**
+ * execsnoop: every successful exec: pid, parent pid, the new command name
+ * and the file it runs, from the `sched/sched_process_exec` tracepoint.
+ *
+ *   sudo deno run --allow-ffi --allow-env examples/execsnoop.ts
+ *
+ * Deno permissions: `--allow-ffi` (libbpf) and `--allow-env` (`LIBBPF_PATH`).
+ * Ctrl-C or SIGTERM stops. The BPF program is examples/execsnoop.bpf.c, with
+ * its record in examples/execsnoop.h; examples/build.ts rebuilds the embedded copy.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { BpfObject, checkLayout, defineLayout, ensureTracefs, RingBuffer } from "../mod.ts";
+import { EXECSNOOP_BPF_O } from "./execsnoop_bpf.ts";
+
+const USAGE = `Usage: sudo deno run --allow-ffi --allow-env examples/execsnoop.ts
+
+Prints each successful exec as it happens. Ctrl-C stops.
+
+Options:
+  -h, --help   show this help`;
+
+/** struct exec_event, as execsnoop.h lays it out. */
+const execEvent = defineLayout("exec_event", 280, {
+  pid: ["u32", 0],
+  ppid: ["u32", 4],
+  comm: ["char[16]", 8],
+  filename: ["char[256]", 24],
+});
+
+/** Writes a line to stdout; unlike console.log, throws BrokenPipe once the reader is gone. */
+const encoder = new TextEncoder();
+const print = (line: string) => Deno.stdout.writeSync(encoder.encode(line + "\n"));
+
+try {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: { help: { type: "boolean", short: "h" } },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    Deno.exit(0);
+  }
+} catch (error) {
+  console.error(`execsnoop: ${(error as Error).message}; see --help`);
+  Deno.exit(2);
+}
+
+try {
+  ensureTracefs();
+  using obj = BpfObject.openMem(EXECSNOOP_BPF_O, "execsnoop");
+  obj.load();
+  checkLayout(execEvent, obj.btf.struct("exec_event"));
+  using _link = obj.program("on_exec").attach();
+  using ring = new RingBuffer(obj.map("events"));
+  for (const s of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(s, () => ring.stop());
+
+  print(`${"PID".padEnd(7)} ${"PPID".padEnd(7)} ${"COMM".padEnd(16)} FILENAME`);
+  for await (const e of ring.records(execEvent)) {
+    print(
+      `${String(e.pid).padEnd(7)} ${String(e.ppid).padEnd(7)} ${e.comm.padEnd(16)} ${e.filename}`,
+    );
+  }
+} catch (error) {
+  if (!(error instanceof Deno.errors.BrokenPipe)) { // `| head` ends the output: not an error
+    console.error(`execsnoop: ${(error as Error).message}`);
+    Deno.exit(1);
+  }
+}
+Deno.exit(0);

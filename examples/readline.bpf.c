@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * readline: the lines interactive bash reads, from a uretprobe on its
+ * readline() function. readline.ts attaches it to /bin/bash at run time, so
+ * the section names no target.
+ */
+#include "../bpf/kernel.h"
+#include "readline.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Puts struct readline_event in the object's BTF, where readline.ts checks its layout. */
+const struct readline_event *unused_readline_event __attribute__((unused));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 * 1024);
+} events SEC(".maps");
+
+SEC("uretprobe")
+int BPF_KRETPROBE(on_readline_return, const char *line)
+{
+	struct readline_event *e;
+
+	if (!line) /* EOF (Ctrl-D) */
+		return 0;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e)
+		return 0;
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_probe_read_user_str(e->line, sizeof(e->line), line);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}

@@ -1,0 +1,71 @@
+#!/usr/bin/env -S deno run --allow-ffi --allow-env
+/**
+ * readline: the command lines typed into every interactive bash, from a
+ * uretprobe on bash's `readline()` (bcc's bashreadline, in TypeScript).
+ *
+ *   sudo deno run --allow-ffi --allow-env examples/readline.ts [--binary /bin/bash]
+ *
+ * Deno permissions: `--allow-ffi` (libbpf, which also reads the binary's
+ * symbols) and `--allow-env` (`LIBBPF_PATH`). Ctrl-C or SIGTERM stops.
+ * The BPF program is examples/readline.bpf.c, with its record in
+ * examples/readline.h; examples/build.ts rebuilds the embedded copy.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { BpfObject, checkLayout, defineLayout, RingBuffer } from "../mod.ts";
+import { READLINE_BPF_O } from "./readline_bpf.ts";
+
+const USAGE = `Usage: sudo deno run --allow-ffi --allow-env examples/readline.ts [options]
+
+Prints each line that an interactive bash reads, with the shell's pid. Ctrl-C stops.
+
+Options:
+  -b, --binary PATH   the program whose readline() to probe (default /bin/bash)
+  -h, --help          show this help`;
+
+/** struct readline_event, as readline.h lays it out. */
+const readlineEvent = defineLayout("readline_event", 260, {
+  pid: ["u32", 0],
+  line: ["char[256]", 4],
+});
+
+/** Writes a line to stdout; unlike console.log, throws BrokenPipe once the reader is gone. */
+const encoder = new TextEncoder();
+const print = (line: string) => Deno.stdout.writeSync(encoder.encode(line + "\n"));
+
+let binary = "/bin/bash";
+try {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: { binary: { type: "string", short: "b" }, help: { type: "boolean", short: "h" } },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    Deno.exit(0);
+  }
+  binary = values.binary ?? binary;
+} catch (error) {
+  console.error(`readline: ${(error as Error).message}; see --help`);
+  Deno.exit(2);
+}
+
+try {
+  using obj = BpfObject.openMem(READLINE_BPF_O, "readline");
+  obj.load();
+  checkLayout(readlineEvent, obj.btf.struct("readline_event"));
+  // The section is a bare SEC("uretprobe"): the target is chosen here, at run time.
+  using _link = obj.program("on_readline_return")
+    .attachUprobe(binary, { symbol: "readline", retprobe: true });
+  using ring = new RingBuffer(obj.map("events"));
+  for (const s of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(s, () => ring.stop());
+
+  print(`${"PID".padEnd(7)} LINE`);
+  for await (const e of ring.records(readlineEvent)) print(`${String(e.pid).padEnd(7)} ${e.line}`);
+} catch (error) {
+  if (!(error instanceof Deno.errors.BrokenPipe)) { // `| head` ends the output: not an error
+    console.error(`readline: ${(error as Error).message}`);
+    Deno.exit(1);
+  }
+}
+Deno.exit(0);
