@@ -6,20 +6,19 @@ import { BpfObject, decodeCString, ensureTracefs } from "../mod.ts";
 import { OPENCOUNT_BPF_O } from "./opencount_bpf.ts";
 
 const USAGE = "Usage: opencount.ts [--interval SECONDS] [--top N] [--count TABLES]";
-const number = { type: "string" } as const;
-let opts;
+const string = { type: "string" } as const;
+let [interval, top, count] = [1, 10, Infinity];
 try {
-  const { values } = parseArgs({
+  const { values: v } = parseArgs({
     args: Deno.args,
-    options: { interval: number, top: number, count: number, help: { type: "boolean" } },
+    options: { interval: string, top: string, count: string, help: { type: "boolean" } },
   });
-  if (values.help) console.log(USAGE), Deno.exit(0);
-  opts = {
-    interval: +(values.interval ?? 1),
-    top: +(values.top ?? 10),
-    count: +(values.count ?? Infinity),
-  };
-  if (!Object.values(opts).every((n) => n > 0)) {
+  if (v.help) {
+    console.log(USAGE);
+    Deno.exit(0);
+  }
+  [interval, top, count] = [v.interval ?? interval, v.top ?? top, v.count ?? count].map(Number);
+  if (!(interval > 0 && top > 0 && count > 0)) {
     throw new Error("--interval, --top and --count take numbers > 0");
   }
 } catch (error) {
@@ -36,17 +35,17 @@ try {
   using _link = obj.program("count_open").attach();
   const counts = obj.map("counts");
   console.log("Counting openat() per command... Ctrl-C to end.");
-  for (let n = 0; n < opts.count; n++) {
-    const tick = new Promise<boolean>((done) => setTimeout(done, opts.interval * 1000, false));
+  for (let n = 0; n < count; n++) {
+    const tick = new Promise<boolean>((done) => setTimeout(done, interval * 1000, false));
     const stopped = await Promise.race([tick, stop.promise]);
-    const rows = counts.lookupBatch().map(([k, v]) =>
-      [decodeCString(k, 0, 16), new BigUint64Array(v.buffer)[0]] as const
-    );
+    const rows = counts.lookupBatch().map(([k, v]) => ({
+      comm: decodeCString(k, 0, 16),
+      opens: new BigUint64Array(v.buffer)[0],
+    }));
     counts.clear();
+    rows.sort((a, b) => Number(b.opens - a.opens));
     console.log(`\n${new Date().toTimeString().slice(0, 8)}\n${"COMM".padEnd(16)} OPENS`);
-    rows.sort((a, b) => Number(b[1] - a[1])).slice(0, opts.top).forEach(([comm, opens]) =>
-      console.log(`${comm.padEnd(16)} ${opens}`)
-    );
+    for (const { comm, opens } of rows.slice(0, top)) console.log(`${comm.padEnd(16)} ${opens}`);
     if (stopped) break;
   }
 } catch (error) {

@@ -266,6 +266,16 @@ kernelTest(
   },
 );
 
+kernelTest("opencount.ts prints the interval so far and exits 0 at once on Ctrl-C", async () => {
+  const count = await start("opencount", ["--interval", "60"], /^Counting/);
+  const started = Date.now();
+  const { code, stderr, lines } = await count.stop("SIGINT");
+  assert.equal(code, 0, stderr);
+  assert.equal(stderr, "");
+  assert.ok(Date.now() - started < 10_000, "Ctrl-C waited for the interval to end");
+  assert.match(lines.join("\n"), /\n\n\d\d:\d\d:\d\d\nCOMM +OPENS(\n|$)/);
+});
+
 kernelTest(
   "execsnoop.ts shows an exec with its exact pid, parent, command and file name",
   async () => {
