@@ -30,8 +30,8 @@ const execEvent = defineLayout("exec_event", 280, {
   filename: ["char[256]", 24],
 });
 
-/** Writes a line to stdout; unlike console.log, throws BrokenPipe once the reader is gone. */
 const encoder = new TextEncoder();
+/** Writes a line to stdout; unlike console.log, throws BrokenPipe once the reader is gone. */
 const print = (line: string) => Deno.stdout.writeSync(encoder.encode(line + "\n"));
 
 try {

@@ -39,8 +39,8 @@ const openEvent = defineLayout("open_event", 284, {
   path: ["char[256]", 28],
 });
 
-/** Writes a line to stdout; unlike console.log, throws BrokenPipe once the reader is gone. */
 const encoder = new TextEncoder();
+/** Writes a line to stdout; unlike console.log, throws BrokenPipe once the reader is gone. */
 const print = (line: string) => Deno.stdout.writeSync(encoder.encode(line + "\n"));
 
 let pid = 0;

@@ -30,8 +30,8 @@ const readlineEvent = defineLayout("readline_event", 260, {
   line: ["char[256]", 4],
 });
 
-/** Writes a line to stdout; unlike console.log, throws BrokenPipe once the reader is gone. */
 const encoder = new TextEncoder();
+/** Writes a line to stdout; unlike console.log, throws BrokenPipe once the reader is gone. */
 const print = (line: string) => Deno.stdout.writeSync(encoder.encode(line + "\n"));
 
 let binary = "/bin/bash";
