@@ -27,6 +27,10 @@ export {
   AttachError,
   BpfError,
   check,
+  checkErrno,
+  checkPtr,
+  type ErrorOptions,
+  failure,
   LayoutMismatchError,
   LibbpfNotFoundError,
   NotSupportedError,
@@ -55,6 +59,7 @@ export {
   BpfMap,
   MAP_TYPES,
   MapHandle,
+  type MapInfo,
   type MapType,
   PinnedMap,
   possibleCpus,
@@ -72,7 +77,13 @@ export {
   type ProgramType,
   tryAttach,
 } from "./lib/features.ts";
-export { type Check, doctor, type DoctorOptions, type DoctorReport } from "./lib/doctor.ts";
+export {
+  type Check,
+  doctor,
+  type DoctorOptions,
+  type DoctorReport,
+  type PermissionKind,
+} from "./lib/doctor.ts";
 export { type RecordHandler, RingBuffer, type RingBufferOptions } from "./lib/ring_buffer.ts";
 export { ensureTracefs, findTracefs, TRACEFS, TracePipe } from "./lib/tracefs.ts";
 export { monotonicToEpochMs } from "./lib/clock.ts";

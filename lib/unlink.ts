@@ -110,7 +110,9 @@ export interface UnlinkTracerOptions {
 
 /** An attach method that was tried and did not work, and why. */
 export interface SkippedMethod {
+  /** The method that did not work. */
   method: AttachMethod;
+  /** Why, in a few words: `load refused (EPERM)`. */
   reason: string;
 }
 
@@ -306,6 +308,8 @@ export class UnlinkTracer implements Disposable, AsyncIterable<UnlinkEvent> {
     this.#ring.close();
     this.#obj.close();
   }
+
+  /** Calls {@linkcode close}, for `using` declarations. */
 
   [Symbol.dispose](): void {
     this.close();
