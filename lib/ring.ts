@@ -94,6 +94,8 @@ export class RingParser {
   #blocked = false;
 
   /**
+   * Reads the ring whose memory is given; checks its shape, not its records.
+   *
    * @param data The data area: `2 * size` bytes, the ring followed by itself
    *   (the kernel maps it twice), starting on a 4-byte boundary.
    * @param consumer The consumer position, element 0; the parser advances it.

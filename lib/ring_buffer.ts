@@ -299,6 +299,7 @@ export class RingBuffer implements Disposable {
     if (!this.#pending) this.#release();
   }
 
+  /** Calls {@linkcode close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }
