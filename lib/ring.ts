@@ -92,6 +92,7 @@ export class RingParser {
   #producer: BigUint64Array;
   #mask: bigint;
   #blocked = false;
+  #interrupted = false;
 
   /**
    * Reads the ring whose memory is given; checks its shape, not its records.
@@ -127,6 +128,15 @@ export class RingParser {
   }
 
   /**
+   * Ends the {@linkcode read} in progress after the record being handled:
+   * for a handler that must not see more. The records after it stay in the
+   * ring. Does nothing outside a read.
+   */
+  interrupt(): void {
+    this.#interrupted = true;
+  }
+
+  /**
    * Consumes the records committed so far, in order, calling `fn` for each
    * (discarded records are consumed without a call), at most `limit` of
    * them. Stops at the first record still being written. The bytes are only
@@ -144,6 +154,7 @@ export class RingParser {
     const cons = Atomics.load(this.#consumer, 0);
     const avail = Number(BigInt.asUintN(64, Atomics.load(this.#producer, 0) - cons));
     this.#blocked = false;
+    this.#interrupted = false;
     if (avail > size) {
       throw new RangeError(
         `Ring buffer positions are inconsistent: ${avail} bytes pending in a ${size}-byte ring; ` +
@@ -154,7 +165,7 @@ export class RingParser {
     let done = 0;
     let count = 0;
     try {
-      while (done < avail && count < limit) {
+      while (done < avail && count < limit && !this.#interrupted) {
         // Acquire-load the header: the kernel commits a record by clearing
         // BUSY in it, after writing the record's bytes.
         const header = Atomics.load(headers, at >>> 2);

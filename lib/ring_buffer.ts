@@ -139,6 +139,7 @@ export class RingBuffer implements Disposable {
   #batchBytes: number;
   #pending: Promise<number> | undefined;
   #found = false;
+  #draining = false;
   #stopped = false;
   #closing = false;
   #released = false;
@@ -205,13 +206,22 @@ export class RingBuffer implements Disposable {
    * Consumes the records committed so far, in order, calling `fn` for each
    * (discarded records are skipped), at most `limit` of them. The bytes are
    * only valid during the call. A record whose handler throws is consumed.
+   * A handler that closes the reader ends the drain's batch early: the
+   * records after it stay in the ring, and the ring is unmapped on return.
    * Returns the number of records handed to `fn`.
    */
   drain(fn: RecordHandler, limit: number = Infinity): number {
     this.#assertOpen();
-    const count = this.#ring.read(fn, limit);
-    if (count > 0) this.#found = true;
-    return count;
+    // A handler may close the reader: the ring stays mapped until read() returns.
+    this.#draining = true;
+    try {
+      const count = this.#ring.read(fn, limit);
+      if (count > 0) this.#found = true;
+      return count;
+    } finally {
+      this.#draining = false;
+      if (this.#closing && !this.#pending) this.#release();
+    }
   }
 
   /**
@@ -243,7 +253,7 @@ export class RingBuffer implements Disposable {
       await this.#pending;
     } finally {
       this.#pending = undefined;
-      if (this.#closing) this.#release();
+      if (this.#closing && !this.#draining) this.#release();
     }
     return !(this.#stopped || this.#closing);
   }
@@ -295,8 +305,10 @@ export class RingBuffer implements Disposable {
     if (this.#closing) return;
     this.stop();
     this.#closing = true;
-    // A pending epoll_wait still uses the epoll fd: release when it returns.
-    if (!this.#pending) this.#release();
+    if (this.#draining) this.#ring.interrupt();
+    // A pending epoll_wait still uses the epoll fd, and a drain the ring:
+    // release when they return.
+    if (!this.#pending && !this.#draining) this.#release();
   }
 
   /** Calls {@linkcode close}, for `using`. */

@@ -142,6 +142,25 @@ kernelTest("a view of the ring kept past close reads as empty instead of crashin
   assert.equal(kept![0], undefined);
 });
 
+kernelTest("close() inside a drain handler stops the drain and unmaps the ring on return", () => {
+  using obj = ringObject(4096);
+  const maps = mappedBpfMaps();
+  const ring = new RingBuffer(obj.map("events"));
+  const links = TRACEPOINTS.map((name) => obj.program(name).attach());
+  for (let i = 0; i < 3; i++) Deno.removeSync(Deno.makeTempFileSync({ prefix: "dbpf_ring_" }));
+  for (const link of links) link.close();
+  let seen = 0;
+  const n = ring.drain(() => {
+    seen++;
+    ring.close();
+    assert.equal(mappedBpfMaps(), maps + 2, "still mapped while the handler runs");
+  });
+  assert.equal(n, 1);
+  assert.equal(seen, 1);
+  assert.equal(mappedBpfMaps(), maps, "unmapped once drain returned");
+  assert.throws(() => ring.drain(() => {}), TypeError);
+});
+
 /** Runs `body` in a child Deno with the unlink object's ring loaded as `obj`; returns its JSON. */
 async function child(body: string, v8Flags: string[] = []): Promise<Record<string, unknown>> {
   const script = `

@@ -146,6 +146,20 @@ Deno.test("a limit stops after that many records and leaves the rest in the ring
   assert.equal(ring.consumer[0], 80n);
 });
 
+Deno.test("interrupt() ends a read after the record being handled", () => {
+  const ring = new FakeRing(4096);
+  for (let i = 0; i < 3; i++) ring.write([i]);
+  const got: number[] = [];
+  const n = ring.parser.read((bytes, offset) => {
+    got.push(bytes[offset]);
+    ring.parser.interrupt();
+  });
+  assert.equal(n, 1);
+  assert.deepEqual(got, [0]);
+  assert.equal(ring.consumer[0], 16n, "the records after it stay in the ring");
+  assert.deepEqual(ring.read(), [[1], [2]], "the next read is not interrupted");
+});
+
 Deno.test("positions near 2^53 and across 2^64 are advanced exactly", () => {
   for (const start of [2n ** 53n - 8n, 2n ** 53n + 8n, 2n ** 63n - 8n, 2n ** 64n - 16n]) {
     const ring = new FakeRing(4096, start);
