@@ -84,14 +84,20 @@ export {
   type DoctorReport,
   type PermissionKind,
 } from "./lib/doctor.ts";
-export { type RecordHandler, RingBuffer, type RingBufferOptions } from "./lib/ring_buffer.ts";
+export {
+  checkRingSize,
+  MAX_RING_SIZE,
+  type RecordHandler,
+  RingBuffer,
+  type RingBufferOptions,
+} from "./lib/ring_buffer.ts";
+export { RingParser } from "./lib/ring.ts";
 export { ensureTracefs, findTracefs, TRACEFS, TracePipe } from "./lib/tracefs.ts";
 export { monotonicToEpochMs } from "./lib/clock.ts";
 export {
   ATTACH_METHODS,
   type AttachMethod,
   DEFAULT_RING_SIZE,
-  isRingSize,
   type SkippedMethod,
   type UnlinkEvent,
   unlinkEvent,

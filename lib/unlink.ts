@@ -34,7 +34,7 @@ import {
 import { checkLayout, defineLayout, type Layout, type RecordOf } from "./layout.ts";
 import { BpfObject, type Link } from "./object.ts";
 import type { BpfMap } from "./map.ts";
-import { type RecordHandler, RingBuffer } from "./ring_buffer.ts";
+import { checkRingSize, type RecordHandler, RingBuffer } from "./ring_buffer.ts";
 import { pathExists, processCanTrace } from "./_sys.ts";
 import { ensureTracefs, findTracefs, TRACEFS } from "./tracefs.ts";
 
@@ -81,8 +81,6 @@ export const DEFAULT_RING_SIZE = 2 * 1024 * 1024;
 const WAKEUP_MS = 20;
 const BPF_MAP_TYPE_RINGBUF = 27;
 const ENOENT = 2;
-/** The largest ring the kernel accepts: max_entries is a u32 power of two. */
-const MAX_RING_SIZE = 2 ** 31;
 
 /** Options for {@linkcode UnlinkTracer.open}. Filters run in the kernel. */
 export interface UnlinkTracerOptions {
@@ -96,7 +94,7 @@ export interface UnlinkTracerOptions {
   failedOnly?: boolean;
   /** `"auto"` (default) tries fentry, kprobe, tracepoint in turn. */
   mode?: "auto" | AttachMethod;
-  /** Ring buffer size in bytes: a power of two, at least a page. Default 2 MiB. */
+  /** Ring buffer size in bytes: a power of two from a page to 2 GiB. Default 2 MiB. */
   ringBufferSize?: number;
   /**
    * Whether the tracepoint method may mount tracefs at `/sys/kernel/tracing`
@@ -124,19 +122,9 @@ function reasonOf(error: BpfError): string {
   return `${stage} (${error.code})`;
 }
 
-/** Whether `size` is a ring size the kernel accepts (checked in doubles, not 32-bit ints). */
-export function isRingSize(size: number): boolean {
-  return Number.isInteger(size) && size >= 4096 && size <= MAX_RING_SIZE &&
-    Number.isInteger(Math.log2(size));
-}
-
 function validate(options: UnlinkTracerOptions): number {
   const size = options.ringBufferSize ?? DEFAULT_RING_SIZE;
-  if (!isRingSize(size)) {
-    throw new RangeError(
-      `Ring buffer size must be a power of two from 4096 bytes to 2 GiB, got ${size}`,
-    );
-  }
+  checkRingSize(size);
   for (const key of ["pid", "uid"] as const) {
     const v = options[key];
     if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 0xfffffffe)) {

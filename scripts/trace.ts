@@ -21,11 +21,11 @@ import {
   ATTACH_METHODS,
   type AttachMethod,
   attachText,
+  checkRingSize,
   DEFAULT_RING_SIZE,
   envelope,
   EventWriter,
   formatText,
-  isRingSize,
   logToStderr,
   releaseFreedMemory,
   setLogHandler,
@@ -92,7 +92,9 @@ function ringSize(text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
   const m = /^(\d+)([kKmMgG]?)$/.exec(text);
   const n = m ? Number(m[1]) * SUFFIXES[m[2].toLowerCase()] : NaN;
-  if (!isRingSize(n)) {
+  try {
+    checkRingSize(n);
+  } catch {
     throw new UsageError(
       `--ringbuf-size needs a power of two from 4096 to 2G bytes, got "${text}"`,
     );
