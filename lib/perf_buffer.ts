@@ -26,7 +26,7 @@
 
 import { bpf, c } from "./_ffi.ts";
 import { PerfRing } from "./_perf_ring.ts";
-import { check, checkErrno, failure } from "./errors.ts";
+import { BpfError, check, checkErrno, failure } from "./errors.ts";
 import type { Decoded, Fields, Layout } from "./layout.ts";
 import type { BpfMap } from "./object.ts";
 
@@ -40,6 +40,8 @@ const ATTR_DISABLED = 1n; // the first bit of the flags word
 const PERF_FLAG_FD_CLOEXEC = 8n;
 const PERF_EVENT_IOC_ENABLE = 0x2400n; // _IO('$', 0)
 const SYS_PERF_EVENT_OPEN: Record<string, number> = { x86_64: 298, aarch64: 241 };
+const EPERM = 1;
+const EACCES = 13;
 const ENODEV = 19;
 const PROT_READ = 0x1;
 const PROT_WRITE = 0x2;
@@ -216,7 +218,10 @@ export class PerfBuffer implements Disposable {
         if (fd < 0) {
           const error = failure(`open a BPF output perf event on CPU ${cpu}`);
           if (error.errno === ENODEV) continue; // possible but offline
-          throw error;
+          if (error.errno !== EACCES && error.errno !== EPERM) throw error;
+          throw new BpfError(error.operation, error.errno, {
+            hint: "it needs root or CAP_PERFMON; run it with sudo",
+          });
         }
         this.#held.fds.push(fd);
         const ptr = c().mmap(null, BigInt(length), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0n);
