@@ -119,6 +119,18 @@ const LIBBPF = {
     parameters: ["pointer", "buffer", "usize", "buffer", "usize", "u64"],
     result: "i32",
   },
+  // int bpf_map__update_elem(const struct bpf_map *, const void *key, size_t key_sz, const void *value, size_t value_sz, __u64 flags)
+  bpf_map__update_elem: {
+    parameters: ["pointer", "buffer", "usize", "buffer", "usize", "u64"],
+    result: "i32",
+  },
+  // int bpf_map__delete_elem(const struct bpf_map *, const void *key, size_t key_sz, __u64 flags)
+  bpf_map__delete_elem: {
+    parameters: ["pointer", "buffer", "usize", "u64"],
+    result: "i32",
+  },
+  // enum bpf_map_type bpf_map__type(const struct bpf_map *)
+  bpf_map__type: { parameters: ["pointer"], result: "u32" },
 
   // __s32 btf__find_by_name_kind(const struct btf *, const char *name, __u32 kind)
   btf__find_by_name_kind: {
@@ -189,6 +201,15 @@ const LIBC = {
     result: "pointer",
   },
   munmap: { parameters: ["pointer", "usize"], result: "i32" },
+  // long syscall(long number, ...), as perf_event_open(2), which glibc does not wrap:
+  // syscall(SYS_perf_event_open, struct perf_event_attr *attr, pid_t pid, int cpu, int group_fd, unsigned long flags)
+  perf_event_open: {
+    name: "syscall",
+    parameters: ["i64", "buffer", "i32", "i32", "i32", "u64"],
+    result: "i64",
+  },
+  // int ioctl(int fd, unsigned long request, ...): the one argument, an integer
+  ioctl: { parameters: ["i32", "u64", "u64"], result: "i32" },
   getpagesize: { parameters: [], result: "i32" },
   // int malloc_trim(size_t pad)
   malloc_trim: { parameters: ["usize"], result: "i32" },
