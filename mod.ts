@@ -92,6 +92,7 @@ export {
   type RingBufferOptions,
 } from "./lib/ring_buffer.ts";
 export { RingParser } from "./lib/ring.ts";
+export { PerfBuffer, type PerfBufferOptions, type PerfRecordHandler } from "./lib/perf_buffer.ts";
 export { ensureTracefs, findTracefs, TRACEFS, TracePipe } from "./lib/tracefs.ts";
 export { monotonicToEpochMs } from "./lib/clock.ts";
 export {

@@ -114,23 +114,6 @@ const LIBBPF = {
   bpf_map__value_size: { parameters: ["pointer"], result: "u32" },
   // void *bpf_map__initial_value(struct bpf_map *, size_t *psize)
   bpf_map__initial_value: { parameters: ["pointer", "buffer"], result: "pointer" },
-  // int bpf_map__lookup_elem(const struct bpf_map *, const void *key, size_t key_sz, void *value, size_t value_sz, __u64 flags)
-  bpf_map__lookup_elem: {
-    parameters: ["pointer", "buffer", "usize", "buffer", "usize", "u64"],
-    result: "i32",
-  },
-  // int bpf_map__update_elem(const struct bpf_map *, const void *key, size_t key_sz, const void *value, size_t value_sz, __u64 flags)
-  bpf_map__update_elem: {
-    parameters: ["pointer", "buffer", "usize", "buffer", "usize", "u64"],
-    result: "i32",
-  },
-  // int bpf_map__delete_elem(const struct bpf_map *, const void *key, size_t key_sz, __u64 flags)
-  bpf_map__delete_elem: {
-    parameters: ["pointer", "buffer", "usize", "u64"],
-    result: "i32",
-  },
-  // enum bpf_map_type bpf_map__type(const struct bpf_map *)
-  bpf_map__type: { parameters: ["pointer"], result: "u32" },
 
   // __s32 btf__find_by_name_kind(const struct btf *, const char *name, __u32 kind)
   btf__find_by_name_kind: {

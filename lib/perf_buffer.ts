@@ -12,7 +12,7 @@
  * @example Count records until stopped (needs root and a loaded object)
  * ```ts ignore
  * import { PerfBuffer } from "./perf_buffer.ts";
- * import type { BpfMap } from "./object.ts";
+ * import type { BpfMap } from "./map.ts";
  *
  * declare const events: BpfMap; // a BPF_MAP_TYPE_PERF_EVENT_ARRAY
  * using perf = new PerfBuffer(events);
@@ -24,13 +24,12 @@
  * @module
  */
 
-import { bpf, c } from "./_ffi.ts";
+import { c } from "./_ffi.ts";
 import { PerfRing } from "./_perf_ring.ts";
-import { BpfError, check, checkErrno, failure } from "./errors.ts";
+import { BpfError, checkErrno, failure } from "./errors.ts";
 import type { Decoded, Fields, Layout } from "./layout.ts";
-import type { BpfMap } from "./object.ts";
+import { type BpfMap, possibleCpus } from "./map.ts";
 
-const BPF_MAP_TYPE_PERF_EVENT_ARRAY = 4;
 // struct perf_event_attr, as of its first version (PERF_ATTR_SIZE_VER0)
 const PERF_ATTR_SIZE_VER0 = 64;
 const PERF_TYPE_SOFTWARE = 1;
@@ -177,13 +176,12 @@ export class PerfBuffer implements Disposable {
       );
     }
     if (map.fd < 0) throw new TypeError(`Map "${map.name}" is not loaded yet`);
-    const mapPtr = map.unsafeHandle!;
-    if (bpf().bpf_map__type(mapPtr) !== BPF_MAP_TYPE_PERF_EVENT_ARRAY) {
+    if (map.type !== "perf_event_array") {
       throw new TypeError(
         `Map "${map.name}" is not a BPF_MAP_TYPE_PERF_EVENT_ARRAY; read a ring buffer with RingBuffer`,
       );
     }
-    const cpus = check(bpf().libbpf_num_possible_cpus(), "count the possible CPUs");
+    const cpus = possibleCpus();
     if (map.maxEntries < cpus) {
       throw new TypeError(
         `Map "${map.name}" has ${map.maxEntries} entries for ${cpus} possible CPUs; ` +
@@ -242,17 +240,7 @@ export class PerfBuffer implements Disposable {
         );
         key[0] = cpu;
         value[0] = fd;
-        check(
-          bpf().bpf_map__update_elem(
-            mapPtr,
-            new Uint8Array(key.buffer),
-            4n,
-            new Uint8Array(value.buffer),
-            4n,
-            0n,
-          ),
-          `store CPU ${cpu}'s perf event in map "${this.#name}"`,
-        );
+        map.update(new Uint8Array(key.buffer), new Uint8Array(value.buffer));
         const entry: CpuRing = {
           cpu,
           ring,
@@ -412,12 +400,11 @@ export class PerfBuffer implements Disposable {
 
   /** Takes this reader's perf events out of the map, if the map still exists. */
   #forget() {
-    const mapPtr = this.#map.unsafeHandle;
-    if (mapPtr === null) return; // the object is closed, and its map with it
+    if (this.#map.unsafeHandle === null) return; // the object is closed, and its map with it
     const key = new Uint32Array(1);
     for (const { cpu } of this.#rings) {
       key[0] = cpu;
-      bpf().bpf_map__delete_elem(mapPtr, new Uint8Array(key.buffer), 4n, 0n);
+      this.#map.delete(new Uint8Array(key.buffer));
     }
   }
 
