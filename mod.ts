@@ -90,6 +90,7 @@ export {
   type RecordHandler,
   RingBuffer,
   type RingBufferOptions,
+  type RingRecordHandler,
 } from "./lib/ring_buffer.ts";
 export { RingParser } from "./lib/ring.ts";
 export { PerfBuffer, type PerfBufferOptions, type PerfRecordHandler } from "./lib/perf_buffer.ts";

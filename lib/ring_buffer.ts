@@ -52,6 +52,18 @@ const RECORDS_CHUNK = 256;
 // struct epoll_event is packed on x86_64 (12 bytes), naturally aligned elsewhere.
 const EPOLL_EVENT_SIZE = Deno.build.arch === "x86_64" ? 12 : 16;
 
+/**
+ * Called by {@linkcode RingBuffer.drain} once per record: the ring's bytes,
+ * the record's offset and length, and which of the reader's rings it came
+ * from (its index in the maps given to the constructor).
+ */
+export type RingRecordHandler = (
+  bytes: Uint8Array,
+  offset: number,
+  length: number,
+  ring: number,
+) => void;
+
 /** Options for {@linkcode RingBuffer}. */
 export interface RingBufferOptions {
   /**
@@ -72,15 +84,12 @@ export interface RingBufferOptions {
 }
 
 /**
- * The native resources of one reader: two mappings and two fds. Kept apart
- * from the {@linkcode RingBuffer} so that the finalizer's held value does not
- * keep the reader alive. {@linkcode release} is idempotent.
+ * The native resources of one reader: two mappings per ring and two fds.
+ * Kept apart from the {@linkcode RingBuffer} so that the finalizer's held
+ * value does not keep the reader alive. {@linkcode release} is idempotent.
  */
 class RingResources {
-  consumer: Deno.PointerObject | null = null;
-  consumerLength = 0;
-  producer: Deno.PointerObject | null = null;
-  producerLength = 0;
+  mappings: { ptr: Deno.PointerObject; length: number }[] = [];
   /** The views over the mappings, detached on release so none outlives them. */
   views: ArrayBuffer[] = [];
   epfd = -1;
@@ -94,9 +103,10 @@ class RingResources {
         hint: "is the map a BPF_MAP_TYPE_RINGBUF, and is there address space left?",
       });
     }
+    this.mappings.push({ ptr, length });
     const view = Deno.UnsafePointerView.getArrayBuffer(ptr, length);
     this.views.push(view);
-    return { ptr, view };
+    return view;
   }
 
   release() {
@@ -107,9 +117,8 @@ class RingResources {
     if (this.epfd >= 0) c().close(this.epfd);
     if (this.stopfd >= 0) c().close(this.stopfd);
     this.epfd = this.stopfd = -1;
-    if (this.consumer) c().munmap(this.consumer, BigInt(this.consumerLength));
-    if (this.producer) c().munmap(this.producer, BigInt(this.producerLength));
-    this.consumer = this.producer = null;
+    for (const { ptr, length } of this.mappings) c().munmap(ptr, BigInt(length));
+    this.mappings = [];
   }
 }
 
@@ -125,16 +134,18 @@ function epollAdd(epfd: number, fd: number, token: number, events: number) {
 }
 
 /**
- * Reads a `BPF_MAP_TYPE_RINGBUF` map. Create it after the object is loaded.
+ * Reads one `BPF_MAP_TYPE_RINGBUF` map, or several with one wait (as
+ * libbpf's `ring_buffer__add` does). Create it after the object is loaded.
  * After {@linkcode close}, {@linkcode drain}, {@linkcode wait},
  * {@linkcode pending} and {@linkcode records} throw a TypeError; `stop` and
  * `close` do nothing.
  */
 export class RingBuffer implements Disposable {
-  #size: number;
+  #sizes: number[];
   #res = new RingResources();
-  #ring: RingParser;
-  #events = new Uint8Array(EPOLL_EVENT_SIZE * 2);
+  #rings: RingParser[] = [];
+  #next = 0;
+  #events: Uint8Array;
   #tailWaitMs: number;
   #batchBytes: number;
   #pending: Promise<number> | undefined;
@@ -145,44 +156,51 @@ export class RingBuffer implements Disposable {
   #released = false;
 
   /**
-   * Maps `map`'s ring into this process and sets up the wait.
+   * Maps each map's ring into this process and sets up one wait for them all.
    *
-   * @throws {RangeError} if the map's size is not a ring size (see {@linkcode checkRingSize}).
-   * @throws {BpfError} if mapping the ring or creating the epoll set fails.
+   * @param map A loaded ring buffer map, or several: {@linkcode drain} then
+   *   reads them in turn, and hands each record's ring index to its handler.
+   * @throws {RangeError} if a map's size is not a ring size (see {@linkcode checkRingSize}).
+   * @throws {BpfError} if mapping a ring or creating the epoll set fails.
    */
-  constructor(map: BpfMap, options: RingBufferOptions = {}) {
-    const fd = map.fd;
-    if (fd < 0) throw new TypeError(`Map "${map.name}" is not loaded yet`);
-    const size = map.maxEntries;
+  constructor(map: BpfMap | readonly BpfMap[], options: RingBufferOptions = {}) {
+    const maps = Array.isArray(map) ? map : [map as BpfMap];
+    if (maps.length === 0) throw new TypeError("RingBuffer needs at least one map");
     const page = c().getpagesize();
-    checkRingSize(size, page);
-    this.#size = size;
+    const fds = maps.map((m) => {
+      if (m.fd < 0) throw new TypeError(`Map "${m.name}" is not loaded yet`);
+      checkRingSize(m.maxEntries, page);
+      return m.fd;
+    });
+    this.#sizes = maps.map((m) => m.maxEntries);
+    this.#events = new Uint8Array(EPOLL_EVENT_SIZE * (maps.length + 1));
     this.#tailWaitMs = options.tailWaitMs ?? 25;
     this.#batchBytes = Math.max(1, options.batchBytes ?? 0);
     const res = this.#res;
     try {
-      // Consumer page: read-write, holds consumer_pos. Producer page + data:
-      // read-only, the data mapped twice so a record never wraps.
-      const consumer = res.map(fd, page, PROT_READ | PROT_WRITE, 0, "consumer page");
-      res.consumer = consumer.ptr;
-      res.consumerLength = page;
-      const producer = res.map(fd, page + 2 * size, PROT_READ, page, "data pages");
-      res.producer = producer.ptr;
-      res.producerLength = page + 2 * size;
-      this.#ring = new RingParser(
-        new Uint8Array(producer.view, page, 2 * size),
-        new BigUint64Array(consumer.view, 0, 1),
-        new BigUint64Array(producer.view, 0, 1),
-      );
       res.epfd = c().epoll_create1(EPOLL_CLOEXEC);
       checkErrno(res.epfd, "create the ring buffer's epoll set");
       res.stopfd = c().eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
       checkErrno(res.stopfd, "create the ring buffer's stop eventfd");
-      // Edge-triggered: only the producer's wakeups end a wait. Level-triggered,
-      // any unread byte would end every wait at once, and a reader that
-      // leaves a partial batch for later would spin instead of batching.
-      epollAdd(res.epfd, fd, 0, EPOLLIN | EPOLLET);
       epollAdd(res.epfd, res.stopfd, STOP_TOKEN, EPOLLIN);
+      fds.forEach((fd, i) => {
+        const size = this.#sizes[i];
+        // Consumer page: read-write, holds consumer_pos. Producer page +
+        // data: read-only, the data mapped twice so a record never wraps.
+        const consumer = res.map(fd, page, PROT_READ | PROT_WRITE, 0, "consumer page");
+        const producer = res.map(fd, page + 2 * size, PROT_READ, page, "data pages");
+        this.#rings.push(
+          new RingParser(
+            new Uint8Array(producer, page, 2 * size),
+            new BigUint64Array(consumer, 0, 1),
+            new BigUint64Array(producer, 0, 1),
+          ),
+        );
+        // Edge-triggered: only the producer's wakeups end a wait. Level-
+        // triggered, any unread byte would end every wait at once, and a
+        // reader that leaves a partial batch for later would spin.
+        epollAdd(res.epfd, fd, STOP_TOKEN + 1 + i, EPOLLIN | EPOLLET);
+      });
     } catch (error) {
       this.#released = true;
       res.release();
@@ -191,15 +209,27 @@ export class RingBuffer implements Disposable {
     unclosedRings.register(this, res, this);
   }
 
-  /** The ring's size in bytes. Readable after close. */
+  /** The (first) ring's size in bytes. Readable after close. */
   get size(): number {
-    return this.#size;
+    return this.#sizes[0];
   }
 
-  /** Bytes written by the kernel and not yet consumed. */
+  /** Every ring's size in bytes, in the order the maps were given. */
+  get sizes(): number[] {
+    return [...this.#sizes];
+  }
+
+  /** Bytes written by the kernel and not yet consumed, over all rings. */
   get pending(): number {
     this.#assertOpen();
-    return this.#ring.pending;
+    let sum = 0;
+    for (const ring of this.#rings) sum += ring.pending;
+    return sum;
+  }
+
+  /** Whether some ring stops at a record still being written. */
+  #blocked(): boolean {
+    return this.#rings.some((ring) => ring.blocked);
   }
 
   /**
@@ -210,12 +240,23 @@ export class RingBuffer implements Disposable {
    * records after it stay in the ring, and the ring is unmapped on return.
    * Returns the number of records handed to `fn`.
    */
-  drain(fn: RecordHandler, limit: number = Infinity): number {
+  drain(fn: RingRecordHandler, limit: number = Infinity): number {
     this.#assertOpen();
     // A handler may close the reader: the ring stays mapped until read() returns.
     this.#draining = true;
     try {
-      const count = this.#ring.read(fn, limit);
+      const rings = this.#rings;
+      let count = 0;
+      // In turn, from a different ring each call, so one busy ring cannot
+      // starve the others.
+      const first = this.#next++ % rings.length;
+      for (let k = 0; k < rings.length && count < limit && !this.#closing; k++) {
+        const i = (first + k) % rings.length;
+        count += rings[i].read(
+          (bytes, offset, length) => fn(bytes, offset, length, i),
+          limit - count,
+        );
+      }
       if (count > 0) this.#found = true;
       return count;
     } finally {
@@ -235,11 +276,11 @@ export class RingBuffer implements Disposable {
     if (this.#closing) throw new TypeError("RingBuffer is closed");
     if (this.#stopped) return false;
     if (this.#pending) throw new TypeError("RingBuffer.wait() is already pending");
-    const ring = this.#ring;
-    const pending = ring.pending;
+    const pending = this.pending;
+    const blocked = this.#blocked();
     const found = this.#found; // records drained since the last wait
     this.#found = false;
-    if (!ring.blocked && pending >= this.#batchBytes) {
+    if (!blocked && pending >= this.#batchBytes) {
       // A batch is waiting already: skip epoll, but give timers and signal
       // handlers a turn so a storm cannot starve them.
       await new Promise((resolve) => setTimeout(resolve, 0));
@@ -247,8 +288,9 @@ export class RingBuffer implements Disposable {
     }
     // Wait forever only when the ring is empty and the last look found
     // nothing: then the producer's next record comes with a wakeup.
-    const timeout = ring.blocked ? 1 : pending > 0 || found ? this.#tailWaitMs : -1;
-    this.#pending = c().epoll_wait(this.#res.epfd, this.#events, 2, timeout);
+    const timeout = blocked ? 1 : pending > 0 || found ? this.#tailWaitMs : -1;
+    const slots = this.#rings.length + 1;
+    this.#pending = c().epoll_wait(this.#res.epfd, this.#events, slots, timeout);
     try {
       await this.#pending;
     } finally {
@@ -305,7 +347,7 @@ export class RingBuffer implements Disposable {
     if (this.#closing) return;
     this.stop();
     this.#closing = true;
-    if (this.#draining) this.#ring.interrupt();
+    if (this.#draining) { for (const ring of this.#rings) ring.interrupt(); }
     // A pending epoll_wait still uses the epoll fd, and a drain the ring:
     // release when they return.
     if (!this.#pending && !this.#draining) this.#release();

@@ -8,7 +8,8 @@ import { UNLINK_BPF_O } from "../bpf/unlink_bpf.ts";
 import { BpfError } from "../lib/errors.ts";
 import { BpfObject } from "../lib/object.ts";
 import { MAX_RING_SIZE, RingBuffer } from "../lib/ring_buffer.ts";
-import { fdCount, kernelTest, ROOT } from "./_helpers.ts";
+import { ensureTracefs } from "../mod.ts";
+import { fdCount, kernelTest, ROOT, scratch, spawnUnlinker } from "./_helpers.ts";
 
 const TRACEPOINTS = ["tp_enter_unlink", "tp_enter_unlinkat", "tp_exit_unlink", "tp_exit_unlinkat"];
 const GiB = 2 ** 30;
@@ -268,3 +269,46 @@ kernelTest(
     assert.deepEqual(got.after, got.before, "both mappings were unmapped again");
   },
 );
+
+kernelTest("one RingBuffer waits on two rings and hands each record its ring's index", async () => {
+  ensureTracefs();
+  const path = Deno.makeTempFileSync({ suffix: ".bpf.o" });
+  const cc = await new Deno.Command("clang", {
+    args: [
+      "-O2",
+      "-g",
+      "-target",
+      "bpf",
+      `-I/usr/include/${Deno.build.arch}-linux-gnu`,
+      "-c",
+      `${ROOT}tests/fixtures/two_rings.bpf.c`,
+      "-o",
+      path,
+    ],
+  }).output();
+  assert.ok(cc.success, new TextDecoder().decode(cc.stderr));
+  const dir = scratch(Array.from({ length: 10 }, (_, i) => `f${i}`));
+  const child = await spawnUnlinker(Array.from({ length: 10 }, (_, i) => `unlinkat:${dir}/f${i}`));
+  using obj = BpfObject.openFile(path);
+  Deno.removeSync(path);
+  obj.setConst("targ_tgid", child.pid);
+  obj.load();
+  using _link = obj.program("by_parity").attach();
+  using reader = new RingBuffer([obj.map("even"), obj.map("odd")]);
+  assert.deepEqual(reader.sizes, [4096, 8192]);
+  await child.go();
+  const got: [number, number][] = [];
+  while (got.length < 10 && await reader.wait()) {
+    reader.drain((bytes, offset, _length, ring) => {
+      got.push([
+        ring,
+        Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(offset, true)),
+      ]);
+    });
+  }
+  Deno.removeSync(dir, { recursive: true });
+  assert.deepEqual(got.map(([, seq]) => seq).sort((a, b) => a - b), [...Array(10).keys()]);
+  for (const [ring, seq] of got) {
+    assert.equal(ring, seq % 2, `record ${seq} came from ring ${ring}`);
+  }
+});
