@@ -25,7 +25,7 @@
 import { UNLINK_BPF_O } from "../bpf/unlink_bpf.ts";
 import { bpf } from "./_ffi.ts";
 import { AttachError, BpfError, NotSupportedError, PermissionError } from "./errors.ts";
-import { checkLayout, defineLayout, type Layout, type RecordOf } from "./layout.ts";
+import { checkLayout, defineLayout, fieldSize, type Layout, type RecordOf } from "./layout.ts";
 import { type BpfMap, BpfObject, type Link } from "./object.ts";
 import { type RecordHandler, RingBuffer } from "./ring_buffer.ts";
 import { ensureTracefs } from "./tracefs.ts";
@@ -38,22 +38,72 @@ const UNLINK_FIELDS = {
   tid: ["u32", 20],
   uid: ["u32", 24],
   ret: ["i32", 28],
-  comm: ["char[16]", 32],
-  filename: ["char[256]", 48],
+  flags: ["u32", 32],
+  _pad: ["u32", 36],
+  comm: ["char[16]", 40],
+  filename: ["char[256]", 56],
 } as const;
 
-/** `struct unlink_event` from `bpf/unlink.h`, declared once. */
-export const unlinkEvent: Layout<typeof UNLINK_FIELDS> = defineLayout(
-  "unlink_event",
-  304,
-  UNLINK_FIELDS,
-);
+/**
+ * A bit of `UnlinkEvent.flags` (`UNLINK_F_NAME_TRUNCATED` in bpf/unlink.h): the name was longer than the 255
+ * bytes kept, and `filename` holds only its first 255 bytes.
+ */
+export const UNLINK_F_NAME_TRUNCATED = 1;
+
+const layout: Layout<typeof UNLINK_FIELDS> = defineLayout("unlink_event", 312, UNLINK_FIELDS);
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** The bytes of the NUL-terminated name at `start`, if they are not valid UTF-8. */
+function invalidName(bytes: Uint8Array, start: number): Uint8Array | undefined {
+  let end = start;
+  const limit = start + fieldSize(UNLINK_FIELDS.filename[0]);
+  while (end < limit && bytes[end] !== 0) end++;
+  const raw = bytes.slice(start, end); // a copy: ring memory is reused
+  try {
+    strictUtf8.decode(raw);
+    return undefined;
+  } catch {
+    return raw;
+  }
+}
+
+/**
+ * `struct unlink_event` from `bpf/unlink.h`, declared once. Its decoder adds
+ * `filename_bytes` to a record whose name is not valid UTF-8 (see
+ * {@linkcode UnlinkEvent}).
+ */
+export const unlinkEvent: {
+  /** Decodes one record that starts at `offset` in `bytes`. */
+  decode(bytes: Uint8Array, offset?: number): UnlinkEvent;
+} & Layout<typeof UNLINK_FIELDS> = {
+  name: layout.name,
+  size: layout.size,
+  fields: layout.fields,
+  decode(bytes: Uint8Array, offset = 0): UnlinkEvent {
+    const e: UnlinkEvent = layout.decode(bytes, offset);
+    // Only a name that decoded with U+FFFD can be invalid UTF-8.
+    if (e.filename.includes("\ufffd")) {
+      const raw = invalidName(bytes, offset + UNLINK_FIELDS.filename[1]);
+      if (raw) e.filename_bytes = raw;
+    }
+    return e;
+  },
+};
 
 /**
  * One `do_unlinkat` call: `tgid` is the process id, `ret` is 0 or -errno,
  * `ts_ns` is CLOCK_MONOTONIC at return, `latency_ns` is return minus entry.
+ *
+ * `filename` is the name as the caller passed it, cut to its first 255 bytes;
+ * `flags` has {@linkcode UNLINK_F_NAME_TRUNCATED} set when it was cut. A name
+ * that is not valid UTF-8 decodes with U+FFFD in place of each invalid
+ * sequence, and its exact bytes are then in `filename_bytes` (absent for a
+ * valid name). `_pad` is always 0.
  */
-export type UnlinkEvent = RecordOf<typeof unlinkEvent>;
+export type UnlinkEvent = RecordOf<typeof layout> & {
+  /** The exact name bytes, present only when they are not valid UTF-8. */
+  filename_bytes?: Uint8Array;
+};
 
 /** How the tracer hooks `do_unlinkat`, best first. */
 export const ATTACH_METHODS = ["fentry", "kprobe", "tracepoint"] as const;
