@@ -1,6 +1,7 @@
 /**
  * Shared test plumbing: kernel tests that skip with a reason outside CI and
- * fail inside it, and a child process that unlinks on cue.
+ * fail inside it, a child process that unlinks on cue, scripts/trace.ts run
+ * around it, and synthetic `struct unlink_event` records.
  *
  * @module
  */
@@ -116,6 +117,36 @@ export async function readUntil(
     text += value;
   }
   return text;
+}
+
+/** What a run of scripts/trace.ts printed, and its exit status. */
+export interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Starts scripts/trace.ts in {@linkcode TEST_MODE} with `args`, waits until
+ * it reports attached, runs `during`, then SIGINTs it and returns everything
+ * it printed.
+ */
+export async function traceWhile(args: string[], during: () => Promise<void>): Promise<Run> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${root}scripts/trace.ts`, "--mode", TEST_MODE, ...args],
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stdout = new Response(child.stdout).text();
+  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let stderr = await readUntil(reader, "attached via");
+  await during();
+  await new Promise((r) => setTimeout(r, 300));
+  child.kill("SIGINT");
+  stderr = await readUntil(reader, undefined, stderr);
+  const status = await child.status;
+  return { code: status.code, stdout: await stdout, stderr };
 }
 
 /** A fresh temp dir holding the named empty files (and dirs, names ending in /). */

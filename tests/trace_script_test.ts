@@ -10,19 +10,15 @@ import {
   kernelTest,
   readUntil,
   ROOT,
+  type Run,
   scratch,
   spawnBurst,
   spawnUnlinker,
   TEST_MODE,
+  traceWhile,
 } from "./_helpers.ts";
 
 const SCRIPT = `${ROOT}scripts/trace.ts`;
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
 
 /** Runs trace.ts to completion with no kernel involvement expected. */
 async function runScript(args: string[], env: Record<string, string> = {}): Promise<Run> {
@@ -34,28 +30,6 @@ async function runScript(args: string[], env: Record<string, string> = {}): Prom
   }).output();
   const text = new TextDecoder();
   return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
-}
-
-/**
- * Starts trace.ts, waits until it reports attached, runs `during`, then
- * SIGINTs it and returns everything it printed.
- */
-async function traceWhile(args: string[], during: () => Promise<void>): Promise<Run> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", SCRIPT, "--mode", TEST_MODE, ...args],
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const stdout = new Response(child.stdout).text();
-  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  let stderr = await readUntil(reader, "attached via");
-  await during();
-  await new Promise((r) => setTimeout(r, 300));
-  child.kill("SIGINT");
-  stderr = await readUntil(reader, undefined, stderr);
-  const status = await child.status;
-  return { code: status.code, stdout: await stdout, stderr };
 }
 
 /** The ids of programs some live process holds an fd (program or link) for. */

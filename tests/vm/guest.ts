@@ -11,10 +11,11 @@
 const ALL = [
   "tests/unlink_test.ts",
   "tests/trace_script_test.ts",
+  "tests/names_test.ts",
   "tests/printk_test.ts",
   "tests/url_import_test.ts",
 ];
-const LADDER = ["tests/unlink_test.ts", "tests/trace_script_test.ts"];
+const LADDER = ["tests/unlink_test.ts", "tests/trace_script_test.ts", "tests/names_test.ts"];
 
 const RUNS: { title: string; env: Record<string, string>; files: string[] }[] = [
   { title: "auto (must pick fentry)", env: { DENO_BPF_EXPECT_METHOD: "fentry" }, files: ALL },
