@@ -36,7 +36,7 @@ __u64 last_wakeup_ns = 0;
 struct start {
 	__u64 ts_ns;
 	__u32 flags; /* UNLINK_F_* */
-	__u32 _pad;  /* the verifier wants every byte written before the map update */
+	__u32 _pad;  /* written, so no uninitialised hole of s reaches the map */
 	char filename[FILENAME_LEN];
 };
 

@@ -61,7 +61,8 @@ export function filenameTruncated(e: UnlinkEvent): boolean {
   return (e.flags & UNLINK_F_NAME_TRUNCATED) !== 0;
 }
 
-const utf8 = new TextDecoder();
+// ignoreBOM: a name may start with U+FEFF, and it must not vanish.
+const utf8 = new TextDecoder("utf-8", { ignoreBOM: true });
 
 /** The length of the valid UTF-8 sequence at `b[i]`, or 0 if none starts there. */
 function sequenceLength(b: Uint8Array, i: number): number {

@@ -45,8 +45,9 @@ const UNLINK_FIELDS = {
 } as const;
 
 /**
- * A bit of `UnlinkEvent.flags` (`UNLINK_F_NAME_TRUNCATED` in bpf/unlink.h): the name was longer than the 255
- * bytes kept, and `filename` holds only its first 255 bytes.
+ * A bit of `UnlinkEvent.flags` (`UNLINK_F_NAME_TRUNCATED` in bpf/unlink.h):
+ * the name was longer than the 255 bytes kept, and `filename` holds only its
+ * first 255 bytes.
  */
 export const UNLINK_F_NAME_TRUNCATED = 1;
 

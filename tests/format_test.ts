@@ -188,3 +188,11 @@ Deno.test("escapeBytes shows each byte outside valid UTF-8 as \\xNN and the rest
   assert.equal(show(0x80, 0x62), "\\x80b", "a lone continuation byte");
   assert.equal(show(), "");
 });
+
+Deno.test("a name that starts with U+FEFF keeps it, whole or after a bad byte", () => {
+  const e = decoded({ filename: encoder.encode("\ufeffx") });
+  assert.equal(e.filename, "\ufeffx");
+  assert.equal(JSON.parse(formatJson(e)).data.filename, "\ufeffx");
+  assert.equal(nameColumn(formatText(e)), "\ufeffx");
+  assert.equal(escapeBytes(new Uint8Array([0xff, 0xef, 0xbb, 0xbf, 0x78])), "\\xff\ufeffx");
+});
