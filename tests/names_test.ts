@@ -8,7 +8,14 @@
 
 import assert from "node:assert/strict";
 import { TRUNCATED_MARK } from "../lib/format.ts";
-import { kernelTest, type Run, scratch, spawnUnlinker, traceWhile } from "./_helpers.ts";
+import {
+  EXPECTED_METHOD,
+  kernelTest,
+  type Run,
+  scratch,
+  spawnUnlinker,
+  traceWhile,
+} from "./_helpers.ts";
 
 const encoder = new TextEncoder();
 const utf8 = new TextDecoder();
@@ -133,8 +140,9 @@ kernelTest(
   "trace.ts --json marks cut names and gives the exact bytes of names that are not UTF-8",
   async () => {
     const { run, cases, pid } = await traceHostile(["--json"]);
-    const events = run.stdout.trimEnd().split("\n").map((l) => JSON.parse(l))
-      .filter((l) => l.type === "event").map((l) => l.data);
+    const lines = run.stdout.trimEnd().split("\n").map((l) => JSON.parse(l));
+    if (EXPECTED_METHOD) assert.equal(lines[0].data.method, EXPECTED_METHOD, "attach method");
+    const events = lines.filter((l) => l.type === "event").map((l) => l.data);
     assert.equal(events.length, cases.length, run.stdout);
     cases.forEach((c, i) => {
       const e = events[i];
