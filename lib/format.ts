@@ -50,9 +50,11 @@ export function escapeControl(s: string): string {
 }
 
 /**
- * Ends a cut name in a text line. It says the name goes on (`…`) and why (a
- * name is not cut for any other reason); at the end of the last column it
- * leaves the columns aligned.
+ * Ends a cut name in a text line, after the 255 bytes kept: `…` shows at a
+ * glance that the name goes on, `[truncated]` says why in a word a reader can
+ * grep for. FILENAME is the last column, so nothing after it shifts. A real
+ * name could end in these characters too; JSON's `filename_truncated` is the
+ * exact signal.
  */
 export const TRUNCATED_MARK = "…[truncated]";
 
