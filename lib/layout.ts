@@ -96,7 +96,8 @@ export function fieldSize(type: FieldType): number {
 
 type Reader = (view: DataView, bytes: Uint8Array, at: number) => number | string;
 
-const utf8 = new TextDecoder();
+// ignoreBOM: a name may start with U+FEFF, and it must not vanish.
+const utf8 = new TextDecoder("utf-8", { ignoreBOM: true });
 
 /**
  * Decodes the NUL-terminated string in `bytes[start, start + max)`. Pure ASCII

@@ -12,7 +12,7 @@ import {
 } from "../mod.ts";
 
 function unlinkRecord(): Uint8Array {
-  const bytes = new Uint8Array(304 + 16);
+  const bytes = new Uint8Array(312 + 16);
   const view = new DataView(bytes.buffer);
   const at = 16; // decode from an offset, as from a ring
   view.setUint32(at + 0, 0x89abcdef, true);
@@ -22,8 +22,9 @@ function unlinkRecord(): Uint8Array {
   view.setUint32(at + 20, 4322, true);
   view.setUint32(at + 24, 1000, true);
   view.setInt32(at + 28, -13, true);
-  bytes.set(new TextEncoder().encode("rm\0garbage"), at + 32);
-  bytes.set(new TextEncoder().encode("/tmp/caf\u00e9"), at + 48);
+  view.setUint32(at + 32, 1, true); // flags
+  bytes.set(new TextEncoder().encode("rm\0garbage"), at + 40);
+  bytes.set(new TextEncoder().encode("/tmp/caf\u00e9"), at + 56);
   return bytes;
 }
 
@@ -35,6 +36,8 @@ Deno.test("unlinkEvent decodes every field of struct unlink_event", () => {
     tid: 4322,
     uid: 1000,
     ret: -13,
+    flags: 1,
+    _pad: 0,
     comm: "rm",
     filename: "/tmp/caf\u00e9",
   });
@@ -74,12 +77,12 @@ Deno.test("a layout that disagrees with the real object's BTF is caught, naming 
   const cases: [string, ReturnType<typeof defineLayout>, RegExp][] = [
     [
       "shifted",
-      defineLayout("unlink_event", 304, { ...fields, uid: ["u32", 28], ret: ["i32", 24] }),
+      defineLayout("unlink_event", 312, { ...fields, uid: ["u32", 28], ret: ["i32", 24] }),
       /field "uid" is at offset 24 in BTF, 28 declared/,
     ],
     [
       "resized",
-      defineLayout("unlink_event", 304, {
+      defineLayout("unlink_event", 312, {
         ...fields,
         ret: ["i64", 24],
         uid: ["u32", 20],
@@ -92,7 +95,7 @@ Deno.test("a layout that disagrees with the real object's BTF is caught, naming 
     ],
     [
       "wrong type",
-      defineLayout("unlink_event", 304, { ...fields, comm: ["char[8]", 32] }),
+      defineLayout("unlink_event", 312, { ...fields, comm: ["char[8]", 40] }),
       /field "comm" is 16 bytes in BTF, char\[8\] \(8 bytes\) declared/,
     ],
     [
@@ -112,17 +115,17 @@ Deno.test("a layout that disagrees with the real object's BTF is caught, naming 
     ],
     [
       "missing",
-      defineLayout("unlink_event", 304, (({ uid: _, ...rest }) => rest)(fields)),
+      defineLayout("unlink_event", 312, (({ uid: _, ...rest }) => rest)(fields)),
       /field "uid" \(offset 24\) is missing from the layout/,
     ],
     [
       "extra",
-      defineLayout("unlink_event", 320, { ...fields, extra: ["u64", 304] }),
-      /its size is 304 in BTF, 320 declared/,
+      defineLayout("unlink_event", 320, { ...fields, extra: ["u64", 312] }),
+      /its size is 312 in BTF, 320 declared/,
     ],
     [
       "renamed",
-      defineLayout("unlink_event", 304, (({ tgid, ...rest }) => ({ ...rest, pid: tgid }))(fields)),
+      defineLayout("unlink_event", 312, (({ tgid, ...rest }) => ({ ...rest, pid: tgid }))(fields)),
       /field "tgid" \(offset 16\) is missing/,
     ],
   ];

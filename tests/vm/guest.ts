@@ -13,6 +13,7 @@ const LADDER = [
   "tests/trace_script_test.ts",
   "tests/trace_exit_test.ts",
   "tests/handles_test.ts",
+  "tests/names_test.ts",
 ];
 const ALL = [
   ...LADDER,
