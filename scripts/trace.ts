@@ -126,7 +126,8 @@ export function parseTraceArgs(args: string[]): TraceArgs {
       },
     }));
   } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error));
+    // parseArgs explains over several lines; the first says what is wrong.
+    throw new UsageError((error instanceof Error ? error.message : String(error)).split("\n")[0]);
   }
   const mode = values.mode ?? "auto";
   if (mode !== "auto" && !ATTACH_METHODS.includes(mode as AttachMethod)) {

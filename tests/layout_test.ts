@@ -100,17 +100,17 @@ Deno.test("a layout that disagrees with the real object's BTF is caught, naming 
     ],
     [
       "unsigned for signed",
-      defineLayout("unlink_event", 304, { ...fields, ret: ["u32", 28] }),
+      defineLayout("unlink_event", 312, { ...fields, ret: ["u32", 28] }),
       /field "ret" is i32 in BTF, u32 declared/,
     ],
     [
       "signed for unsigned, 64-bit",
-      defineLayout("unlink_event", 304, { ...fields, ts_ns: ["i64", 0] }),
+      defineLayout("unlink_event", 312, { ...fields, ts_ns: ["i64", 0] }),
       /field "ts_ns" is u64 in BTF, i64 declared/,
     ],
     [
       "integer for a char array",
-      defineLayout("unlink_event", 304, { ...fields, comm: ["u64", 32] }),
+      defineLayout("unlink_event", 312, { ...fields, comm: ["u64", 40] }),
       /field "comm" is 16 bytes in BTF, u64 \(8 bytes\) declared/,
     ],
     [
