@@ -119,10 +119,13 @@ export class LibbpfNotFoundError extends Error {
 
 /** A record layout declared in TypeScript does not match the object's BTF. */
 export class LayoutMismatchError extends Error {
-  constructor(struct: string, problem: string) {
+  constructor(
+    struct: string,
+    problem: string,
+    hint = "update the layout to match the C header",
+  ) {
     super(
-      `Record layout "struct ${struct}" does not match the BPF object's BTF: ${problem}; ` +
-        `update the layout to match the C header`,
+      `Record layout "struct ${struct}" does not match the BPF object's BTF: ${problem}; ${hint}`,
     );
     this.name = "LayoutMismatchError";
   }
