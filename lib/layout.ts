@@ -512,9 +512,11 @@ export function defineLayout<
     tail: options.tail as T,
     decode(bytes: Uint8Array, offset = 0, length?: number): LayoutRecord<F, T> {
       const available = bytes.length - offset;
-      if (offset < 0 || size > available || (length !== undefined && length > available)) {
+      // A record with a tail may end inside the struct's trailing padding.
+      const need = Math.max(tail ? tailAt : size, length ?? 0);
+      if (offset < 0 || need > available) {
         throw new RangeError(
-          `struct ${name} needs ${Math.max(size, length ?? 0)} bytes at ${offset}, but only ${
+          `struct ${name} needs ${need} bytes at ${offset}, but only ${
             Math.max(available, 0)
           } are there`,
         );
@@ -531,8 +533,8 @@ export function defineLayout<
           `struct ${name} has a variable tail: decode(bytes, offset, length) needs the record's length`,
         );
       }
-      if (length < size) {
-        throw new RangeError(`struct ${name} needs ${size} bytes, but the record has ${length}`);
+      if (length < tailAt) {
+        throw new RangeError(`struct ${name} needs ${tailAt} bytes, but the record has ${length}`);
       }
       const declared = Number(readLength!(view, all, at));
       const n = Math.max(0, Math.min(declared, length - tailAt));
