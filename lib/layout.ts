@@ -447,7 +447,7 @@ export function defineLayout<
     const len = fields[tail.length]?.[0];
     if (typeof len !== "string" || parse(len).kind !== "scalar") {
       throw new TypeError(
-        `The tail of struct ${name} takes its length from "${tail.length}", which is not an integer field`,
+        `The tail of struct ${name} takes its length from the field "${tail.length}", which is not an integer field`,
       );
     }
     if (!IDENTIFIER.test(tail.as) || tail.as in fields) {

@@ -304,7 +304,7 @@ Deno.test("a byte tail decodes to a copy, and a tail may start inside the struct
   assert.equal(e.data[0], 1); // the bytes of a ring are only valid during the call
   assert.throws(
     () => defineLayout("bad", 8, { n: ["char[4]", 0] }, { tail: { length: "n", as: "x" } }),
-    /takes its length from "n", which is not an integer field/,
+    /takes its length from the field "n", which is not an integer field/,
   );
   assert.throws(
     () => defineLayout("bad", 8, { n: ["u32", 0] }, { tail: { length: "n", as: "n" } }),
