@@ -71,11 +71,10 @@ export class Skeleton<S extends object, P extends string, M extends string> impl
   /** @internal Use a generated module's `open()`, or {@linkcode openSkeleton}. */
   constructor(object: BpfObject, spec: SkeletonSpec<P, M>) {
     this.#object = object;
-    this.programs = Object.fromEntries(spec.programs.map((p) => [p, object.program(p)])) as Record<
-      P,
-      Program
-    >;
-    this.maps = Object.fromEntries(spec.maps.map((m) => [m, object.map(m)])) as Record<M, BpfMap>;
+    const programs = spec.programs.map((name) => [name, object.program(name)]);
+    this.programs = Object.fromEntries(programs) as Record<P, Program>;
+    const maps = spec.maps.map((name) => [name, object.map(name)]);
+    this.maps = Object.fromEntries(maps) as Record<M, BpfMap>;
   }
 
   /** The underlying object, for what the typed handles do not cover. */
@@ -106,10 +105,14 @@ export class Skeleton<S extends object, P extends string, M extends string> impl
 
   /**
    * Attaches every program whose autoload is on, by its section name, and
-   * keeps the links. If one fails, the ones attached by this call are
-   * detached again before the error propagates.
+   * keeps the links (once: a second call is a TypeError). If one fails, the
+   * ones attached by this call are detached again before the error
+   * propagates.
    */
   attach(): void {
+    if (this.#links.length) {
+      throw new TypeError("Skeleton is already attached: close() detaches it");
+    }
     const made: Link[] = [];
     try {
       for (const program of this.object.programs) {
