@@ -118,10 +118,34 @@ export type LayoutRecord<F extends Fields, T extends Tail | undefined> =
   & Decoded<F>
   & (T extends Tail ? { [K in T["as"]]: TailValue<T> } : unknown);
 
-/** The decoded record type of a {@linkcode Layout}. */
+/**
+ * The decoded record type of a {@linkcode Layout}.
+ *
+ * @example
+ * ```ts
+ * import { defineLayout, type RecordOf } from "./layout.ts";
+ *
+ * const ev = defineLayout("ev", 8, { pid: ["u32", 0], n: ["u32", 4] }, {
+ *   tail: { length: "n", as: "path" },
+ * });
+ * type Ev = RecordOf<typeof ev>; // { pid: number; n: number } & { path: string }
+ * ```
+ */
 export type RecordOf<L> = L extends Layout<infer F, infer T> ? LayoutRecord<F, T> : never;
 
-/** A declared C struct layout with its decoder and encoder. */
+/**
+ * A declared C struct layout with its decoder and encoder.
+ *
+ * @example Decode the records of a ring buffer (needs root)
+ * ```ts ignore
+ * import type { Layout } from "./layout.ts";
+ * import type { RingBuffer } from "./ring_buffer.ts";
+ *
+ * function drainAll(ring: RingBuffer, layout: Layout) {
+ *   ring.drain((bytes, offset, length) => console.log(layout.decode(bytes, offset, length)));
+ * }
+ * ```
+ */
 export interface Layout<F extends Fields = Fields, T extends Tail | undefined = undefined> {
   /** The C struct's tag, e.g. `"unlink_event"` for `struct unlink_event`. */
   readonly name: string;

@@ -34,7 +34,20 @@ Options:
   --bigint        decode 64-bit record fields as bigint
   -h, --help      show this help`;
 
-/** Where the generated module imports deno_bpf from, by default: the mod.ts beside this script. */
+/**
+ * Where the generated module imports deno_bpf from, by default: the `mod.ts`
+ * of the checkout or URL this script was run from, relative to `out`.
+ *
+ * @example
+ * ```ts
+ * import { defaultImport } from "./gen.ts";
+ *
+ * defaultImport("/src/tool/probe_bpf.ts", "file:///opt/deno_bpf/scripts/gen.ts");
+ * // "../../opt/deno_bpf/mod.ts"
+ * defaultImport("probe_bpf.ts", "https://example.com/deno_bpf/scripts/gen.ts");
+ * // "https://example.com/deno_bpf/mod.ts"
+ * ```
+ */
 export function defaultImport(out: string, self: string = import.meta.url): string {
   const mod = new URL("../mod.ts", self);
   if (mod.protocol !== "file:") return mod.href;
@@ -42,7 +55,16 @@ export function defaultImport(out: string, self: string = import.meta.url): stri
   return path.startsWith(".") ? path : `./${path}`;
 }
 
-/** The object's name: `dir/probe.bpf.o` → `probe`. */
+/**
+ * The object's name, which names the generated exports.
+ *
+ * @example
+ * ```ts
+ * import { objectName } from "./gen.ts";
+ *
+ * objectName("build/probe.bpf.o"); // "probe"
+ * ```
+ */
 export function objectName(obj: string): string {
   return obj.split("/").at(-1)!.replace(/(\.bpf)?\.o$/, "");
 }
