@@ -39,8 +39,20 @@ export {
   verifierLog,
 } from "./lib/errors.ts";
 export { errnoDescription, errnoName } from "./lib/errno.ts";
-export { Btf, type BtfSlot, type BtfStruct } from "./lib/btf.ts";
 export {
+  Btf,
+  BtfData,
+  type BtfMember,
+  BtfReader,
+  type BtfShape,
+  type BtfSlot,
+  type BtfStruct,
+  type BtfVar,
+} from "./lib/btf.ts";
+export {
+  type AnyLayout,
+  type BigIntType,
+  type BtfStructSource,
   checkLayout,
   decodeCString,
   type Decoded,
@@ -50,9 +62,28 @@ export {
   type FieldSpec,
   type FieldType,
   type FieldValue,
+  type IntType,
   type Layout,
+  layoutFromBtf,
+  type LayoutFromBtfOptions,
+  type LayoutOptions,
+  type LayoutRecord,
   type RecordOf,
+  type ScalarType,
+  type Tail,
+  type TailValue,
 } from "./lib/layout.ts";
+export {
+  describeObject,
+  type GenerateOptions,
+  generateSkeleton,
+  type ObjectDescription,
+  type ObjectProgram,
+  type ObjectSetting,
+  openSkeleton,
+  Skeleton,
+  type SkeletonSpec,
+} from "./lib/skeleton.ts";
 export { type LogHandler, type LogLevel, logToStderr, setLogHandler, takeLog } from "./lib/log.ts";
 export { BpfObject, Link, Program, releaseFreedMemory, type UprobeOptions } from "./lib/object.ts";
 export {

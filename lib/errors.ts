@@ -157,11 +157,15 @@ export class LayoutMismatchError extends Error {
    *
    * @param struct The struct's tag, e.g. `"unlink_event"`.
    * @param problem The first difference found.
+   * @param hint What to do about it.
    */
-  constructor(struct: string, problem: string) {
+  constructor(
+    struct: string,
+    problem: string,
+    hint = "update the layout to match the C header",
+  ) {
     super(
-      `Record layout "struct ${struct}" does not match the BPF object's BTF: ${problem}; ` +
-        `update the layout to match the C header`,
+      `Record layout "struct ${struct}" does not match the BPF object's BTF: ${problem}; ${hint}`,
     );
     this.name = "LayoutMismatchError";
   }

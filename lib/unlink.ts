@@ -97,9 +97,7 @@ export const unlinkEvent: {
   /** Decodes one record that starts at `offset` in `bytes`. */
   decode(bytes: Uint8Array, offset?: number): UnlinkEvent;
 } & Layout<typeof UNLINK_FIELDS> = {
-  name: layout.name,
-  size: layout.size,
-  fields: layout.fields,
+  ...layout,
   decode(bytes: Uint8Array, offset = 0): UnlinkEvent {
     const e: UnlinkEvent = layout.decode(bytes, offset);
     const raw = invalidName(bytes, offset + FILENAME_AT);
