@@ -27,7 +27,7 @@
 import { c } from "./_ffi.ts";
 import { PerfRing } from "./_perf_ring.ts";
 import { BpfError, checkErrno, failure } from "./errors.ts";
-import type { Decoded, Fields, Layout } from "./layout.ts";
+import type { AnyLayout, RecordOf } from "./layout.ts";
 import { type BpfMap, possibleCpus } from "./map.ts";
 
 // struct perf_event_attr, as of its first version (PERF_ATTR_SIZE_VER0)
@@ -361,12 +361,12 @@ export class PerfBuffer implements Disposable {
    * Yields every sample decoded with `layout`, until {@linkcode stop} (after
    * which what is left in the rings is still delivered) or close.
    */
-  async *records<F extends Fields>(layout: Layout<F>): AsyncGenerator<Decoded<F>> {
+  async *records<L extends AnyLayout>(layout: L): AsyncGenerator<RecordOf<L>> {
     // Decode in small chunks: a storm's whole backlog decoded at once would
     // keep thousands of records alive across garbage collections.
-    const batch: Decoded<F>[] = [];
-    const collect: PerfRecordHandler = (bytes, offset) => {
-      batch.push(layout.decode(bytes, offset));
+    const batch: RecordOf<L>[] = [];
+    const collect: PerfRecordHandler = (bytes, offset, length) => {
+      batch.push(layout.decode(bytes, offset, length) as RecordOf<L>);
     };
     let more = true;
     while (more) {

@@ -29,7 +29,7 @@
 
 import { c } from "./_ffi.ts";
 import { checkErrno, failure } from "./errors.ts";
-import type { Decoded, Fields, Layout } from "./layout.ts";
+import type { AnyLayout, RecordOf } from "./layout.ts";
 import type { BpfMap } from "./map.ts";
 import { checkRingSize, type RecordHandler, RingParser } from "./ring.ts";
 
@@ -317,17 +317,17 @@ export class RingBuffer implements Disposable {
    *
    * @throws {TypeError} if the reader is closed.
    */
-  records<F extends Fields>(layout: Layout<F>): AsyncGenerator<Decoded<F>> {
+  records<L extends AnyLayout>(layout: L): AsyncGenerator<RecordOf<L>> {
     this.#assertOpen();
     return this.#records(layout);
   }
 
-  async *#records<F extends Fields>(layout: Layout<F>): AsyncGenerator<Decoded<F>> {
+  async *#records<L extends AnyLayout>(layout: L): AsyncGenerator<RecordOf<L>> {
     // Decode in small chunks: a storm's whole backlog decoded at once would
     // keep thousands of records alive across garbage collections.
-    const batch: Decoded<F>[] = [];
-    const collect: RecordHandler = (bytes, offset) => {
-      batch.push(layout.decode(bytes, offset));
+    const batch: RecordOf<L>[] = [];
+    const collect: RecordHandler = (bytes, offset, length) => {
+      batch.push(layout.decode(bytes, offset, length) as RecordOf<L>);
     };
     let more = true;
     while (more) {
