@@ -27,6 +27,10 @@ export {
   AttachError,
   BpfError,
   check,
+  checkErrno,
+  checkPtr,
+  type ErrorOptions,
+  failure,
   LayoutMismatchError,
   LibbpfNotFoundError,
   NotSupportedError,
@@ -35,8 +39,20 @@ export {
   verifierLog,
 } from "./lib/errors.ts";
 export { errnoDescription, errnoName } from "./lib/errno.ts";
-export { Btf, type BtfSlot, type BtfStruct } from "./lib/btf.ts";
 export {
+  Btf,
+  BtfData,
+  type BtfMember,
+  BtfReader,
+  type BtfShape,
+  type BtfSlot,
+  type BtfStruct,
+  type BtfVar,
+} from "./lib/btf.ts";
+export {
+  type AnyLayout,
+  type BigIntType,
+  type BtfStructSource,
   checkLayout,
   decodeCString,
   type Decoded,
@@ -46,15 +62,35 @@ export {
   type FieldSpec,
   type FieldType,
   type FieldValue,
+  type IntType,
   type Layout,
+  layoutFromBtf,
+  type LayoutFromBtfOptions,
+  type LayoutOptions,
+  type LayoutRecord,
   type RecordOf,
+  type ScalarType,
+  type Tail,
+  type TailValue,
 } from "./lib/layout.ts";
+export {
+  describeObject,
+  type GenerateOptions,
+  generateSkeleton,
+  type ObjectDescription,
+  type ObjectProgram,
+  type ObjectSetting,
+  openSkeleton,
+  Skeleton,
+  type SkeletonSpec,
+} from "./lib/skeleton.ts";
 export { type LogHandler, type LogLevel, logToStderr, setLogHandler, takeLog } from "./lib/log.ts";
 export { BpfObject, Link, Program, releaseFreedMemory, type UprobeOptions } from "./lib/object.ts";
 export {
   BpfMap,
   MAP_TYPES,
   MapHandle,
+  type MapInfo,
   type MapType,
   PinnedMap,
   possibleCpus,
@@ -72,16 +108,31 @@ export {
   type ProgramType,
   tryAttach,
 } from "./lib/features.ts";
-export { type Check, doctor, type DoctorOptions, type DoctorReport } from "./lib/doctor.ts";
-export { type RecordHandler, RingBuffer, type RingBufferOptions } from "./lib/ring_buffer.ts";
+export {
+  type Check,
+  doctor,
+  type DoctorOptions,
+  type DoctorReport,
+  type PermissionKind,
+} from "./lib/doctor.ts";
+export {
+  checkRingSize,
+  MAX_RING_SIZE,
+  type RecordHandler,
+  RingBuffer,
+  type RingBufferOptions,
+  type RingRecordHandler,
+} from "./lib/ring_buffer.ts";
+export { RingParser } from "./lib/ring.ts";
+export { PerfBuffer, type PerfBufferOptions, type PerfRecordHandler } from "./lib/perf_buffer.ts";
 export { ensureTracefs, findTracefs, TRACEFS, TracePipe } from "./lib/tracefs.ts";
 export { monotonicToEpochMs } from "./lib/clock.ts";
 export {
   ATTACH_METHODS,
   type AttachMethod,
   DEFAULT_RING_SIZE,
-  isRingSize,
   type SkippedMethod,
+  UNLINK_F_NAME_TRUNCATED,
   type UnlinkEvent,
   unlinkEvent,
   UnlinkTracer,
@@ -92,10 +143,13 @@ export {
   attachText,
   envelope,
   errorOf,
+  escapeBytes,
   eventData,
   type EventJson,
+  filenameTruncated,
   formatJson,
   formatText,
   retText,
   TEXT_HEADER,
+  TRUNCATED_MARK,
 } from "./lib/format.ts";

@@ -114,11 +114,6 @@ const LIBBPF = {
   bpf_map__value_size: { parameters: ["pointer"], result: "u32" },
   // void *bpf_map__initial_value(struct bpf_map *, size_t *psize)
   bpf_map__initial_value: { parameters: ["pointer", "buffer"], result: "pointer" },
-  // int bpf_map__lookup_elem(const struct bpf_map *, const void *key, size_t key_sz, void *value, size_t value_sz, __u64 flags)
-  bpf_map__lookup_elem: {
-    parameters: ["pointer", "buffer", "usize", "buffer", "usize", "u64"],
-    result: "i32",
-  },
 
   // __s32 btf__find_by_name_kind(const struct btf *, const char *name, __u32 kind)
   btf__find_by_name_kind: {
@@ -189,6 +184,15 @@ const LIBC = {
     result: "pointer",
   },
   munmap: { parameters: ["pointer", "usize"], result: "i32" },
+  // long syscall(long number, ...), as perf_event_open(2), which glibc does not wrap:
+  // syscall(SYS_perf_event_open, struct perf_event_attr *attr, pid_t pid, int cpu, int group_fd, unsigned long flags)
+  perf_event_open: {
+    name: "syscall",
+    parameters: ["i64", "buffer", "i32", "i32", "i32", "u64"],
+    result: "i64",
+  },
+  // int ioctl(int fd, unsigned long request, ...): the one argument, an integer
+  ioctl: { parameters: ["i32", "u64", "u64"], result: "i32" },
   getpagesize: { parameters: [], result: "i32" },
   // int malloc_trim(size_t pad)
   malloc_trim: { parameters: ["usize"], result: "i32" },

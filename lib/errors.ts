@@ -19,6 +19,13 @@ export class BpfError extends Error {
   /** The tail of libbpf's log (including any verifier log) for this failure. */
   readonly log: string;
 
+  /**
+   * Builds the error; see the class for what it carries.
+   *
+   * @param operation What was being done, as in `Cannot ${operation}`.
+   * @param errno The positive errno the call failed with (0 if it set none).
+   * @param options A hint for the user, libbpf's log, the cause.
+   */
   constructor(
     operation: string,
     errno: number,
@@ -45,6 +52,12 @@ export class NotSupportedError extends Error {
   /** What provides it, e.g. `"Linux 5.8"`. */
   readonly requires: string;
 
+  /**
+   * Builds the error; see the class for what it carries.
+   *
+   * @param feature The missing feature, e.g. `"BPF ring buffers"`.
+   * @param requires What provides it, e.g. `"Linux 5.8 or later"`.
+   */
   constructor(feature: string, requires: string) {
     super(`This kernel lacks ${feature}: deno_bpf needs ${requires}`);
     this.name = "NotSupportedError";
@@ -60,6 +73,13 @@ export class NotSupportedError extends Error {
  * {@linkcode BpfError} instead, because sudo would not help there.
  */
 export class PermissionError extends BpfError {
+  /**
+   * Builds the error; see the class for what it carries.
+   *
+   * @param operation What was refused.
+   * @param errno The errno of the refusal (EPERM by default).
+   * @param log libbpf's log for the refused call.
+   */
   constructor(operation = "use BPF", errno = 1, log = "") {
     super(operation, errno, { log });
     this.message = "deno_bpf needs root (or CAP_BPF and CAP_PERFMON); run it with sudo";
@@ -75,6 +95,14 @@ export class VerifierError extends BpfError {
   /** The program the verifier rejected, or `""` if libbpf did not say. */
   readonly program: string;
 
+  /**
+   * Builds the error; see the class for what it carries.
+   *
+   * @param operation What was being done (loading an object).
+   * @param errno The errno the load failed with.
+   * @param program The rejected program's name, or `""`.
+   * @param log libbpf's log, holding the verifier's.
+   */
   constructor(operation: string, errno: number, program: string, log: string) {
     super(operation, errno, { log });
     // The last lines say why; the statistics line after them does not.
@@ -106,6 +134,11 @@ export class LibbpfNotFoundError extends Error {
   /** Every path tried, with why it was rejected. */
   readonly tried: string[];
 
+  /**
+   * Builds the error; see the class for what it carries.
+   *
+   * @param tried Every path tried, each with why it was rejected.
+   */
   constructor(tried: string[]) {
     super(
       `Cannot load libbpf >= 1.0; tried ${tried.join(", ")}. ` +
@@ -119,10 +152,20 @@ export class LibbpfNotFoundError extends Error {
 
 /** A record layout declared in TypeScript does not match the object's BTF. */
 export class LayoutMismatchError extends Error {
-  constructor(struct: string, problem: string) {
+  /**
+   * Builds the error; see the class for what it carries.
+   *
+   * @param struct The struct's tag, e.g. `"unlink_event"`.
+   * @param problem The first difference found.
+   * @param hint What to do about it.
+   */
+  constructor(
+    struct: string,
+    problem: string,
+    hint = "update the layout to match the C header",
+  ) {
     super(
-      `Record layout "struct ${struct}" does not match the BPF object's BTF: ${problem}; ` +
-        `update the layout to match the C header`,
+      `Record layout "struct ${struct}" does not match the BPF object's BTF: ${problem}; ${hint}`,
     );
     this.name = "LayoutMismatchError";
   }
@@ -177,6 +220,12 @@ export class AttachError extends Error {
   /** The tail of libbpf's log for the last attempt. */
   readonly log: string;
 
+  /**
+   * Builds the error; see the class for what it carries.
+   *
+   * @param attempts Every method tried, with why it failed.
+   * @param log The tail of libbpf's log for the last attempt.
+   */
   constructor(attempts: { method: string; reason: string }[], log = "") {
     const tried = attempts.map((a) => `${a.method}: ${a.reason}`).join("; ");
     super(

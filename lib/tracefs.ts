@@ -99,6 +99,8 @@ export class TracePipe implements Disposable {
     this.#fd = -1;
   }
 
+  /** Calls {@linkcode close}, for `using` declarations. */
+
   [Symbol.dispose](): void {
     this.close();
   }

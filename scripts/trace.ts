@@ -21,11 +21,11 @@ import {
   ATTACH_METHODS,
   type AttachMethod,
   attachText,
+  checkRingSize,
   DEFAULT_RING_SIZE,
   envelope,
   EventWriter,
   formatText,
-  isRingSize,
   logToStderr,
   releaseFreedMemory,
   setLogHandler,
@@ -92,7 +92,9 @@ function ringSize(text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
   const m = /^(\d+)([kKmMgG]?)$/.exec(text);
   const n = m ? Number(m[1]) * SUFFIXES[m[2].toLowerCase()] : NaN;
-  if (!isRingSize(n)) {
+  try {
+    checkRingSize(n);
+  } catch {
     throw new UsageError(
       `--ringbuf-size needs a power of two from 4096 to 2G bytes, got "${text}"`,
     );
@@ -124,7 +126,8 @@ export function parseTraceArgs(args: string[]): TraceArgs {
       },
     }));
   } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error));
+    // parseArgs explains over several lines; the first says what is wrong.
+    throw new UsageError((error instanceof Error ? error.message : String(error)).split("\n")[0]);
   }
   const mode = values.mode ?? "auto";
   if (mode !== "auto" && !ATTACH_METHODS.includes(mode as AttachMethod)) {

@@ -369,6 +369,7 @@ Deno.test("parseTraceArgs maps flags to tracer options", () => {
     count: 5,
     durationMs: 1500,
     verbose: true,
+    doctor: false,
     help: false,
   });
   assert.deepEqual(parseTraceArgs([]).tracer, {
