@@ -2,6 +2,10 @@
 /* execsnoop: every successful exec, from the sched_process_exec tracepoint. */
 #include "../bpf/kernel.h"
 #include "execsnoop.h"
+#include "../bpf/deno_bpf.h"
+
+/* The record sent to user space: `deno task gen` declares its layout in execsnoop_bpf.ts. */
+DENO_BPF_RECORD(struct exec_event);
 
 /*
  * The kernel types this program reads, declared with only the fields it
@@ -23,9 +27,6 @@ struct trace_event_raw_sched_process_exec {
 #pragma clang attribute pop
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
-
-/* Puts struct exec_event in the object's BTF, where execsnoop.ts checks its layout. */
-const struct exec_event *unused_exec_event __attribute__((unused));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

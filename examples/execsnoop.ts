@@ -7,13 +7,14 @@
  *
  * Deno permissions: `--allow-ffi` (libbpf) and `--allow-env` (`LIBBPF_PATH`).
  * Ctrl-C or SIGTERM stops. The BPF program is examples/execsnoop.bpf.c, with
- * its record in examples/execsnoop.h; examples/build.ts rebuilds the embedded copy.
+ * its record in examples/execsnoop.h; examples/build.ts rebuilds it and its
+ * generated skeleton, examples/execsnoop_bpf.ts.
  *
  * @module
  */
 import { parseArgs } from "node:util";
-import { BpfObject, checkLayout, defineLayout, ensureTracefs, RingBuffer } from "../mod.ts";
-import { EXECSNOOP_BPF_O } from "./execsnoop_bpf.ts";
+import { ensureTracefs, RingBuffer } from "../mod.ts";
+import { execEvent, open } from "./execsnoop_bpf.ts";
 
 const USAGE = `Usage: sudo deno run --allow-ffi --allow-env examples/execsnoop.ts
 
@@ -21,14 +22,6 @@ Prints each successful exec as it happens. Ctrl-C stops.
 
 Options:
   -h, --help   show this help`;
-
-/** struct exec_event, as execsnoop.h lays it out. */
-const execEvent = defineLayout("exec_event", 280, {
-  pid: ["u32", 0],
-  ppid: ["u32", 4],
-  comm: ["char[16]", 8],
-  filename: ["char[256]", 24],
-});
 
 const encoder = new TextEncoder();
 /** Writes a line to stdout; unlike console.log, throws BrokenPipe once the reader is gone. */
@@ -50,11 +43,10 @@ try {
 
 try {
   ensureTracefs();
-  using obj = BpfObject.openMem(EXECSNOOP_BPF_O, "execsnoop");
-  obj.load();
-  checkLayout(execEvent, obj.btf.struct("exec_event"));
-  using _link = obj.program("on_exec").attach();
-  using ring = new RingBuffer(obj.map("events"));
+  using skel = open(); // checks execEvent against the object's BTF
+  skel.load();
+  skel.attach();
+  using ring = new RingBuffer(skel.maps.events);
   for (const s of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(s, () => ring.stop());
 
   print(`${"PID".padEnd(7)} ${"PPID".padEnd(7)} ${"COMM".padEnd(16)} FILENAME`);

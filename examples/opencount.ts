@@ -2,8 +2,8 @@
 // opencount: openat(2) calls per command name; every interval, the top N, then the map is cleared.
 //   sudo deno run --allow-ffi --allow-env examples/opencount.ts [--interval 1] [--top 10] [--count N]
 import { parseArgs } from "node:util";
-import { BpfObject, decodeCString, ensureTracefs } from "../mod.ts";
-import { OPENCOUNT_BPF_O } from "./opencount_bpf.ts";
+import { decodeCString, ensureTracefs } from "../mod.ts";
+import { open } from "./opencount_bpf.ts";
 
 const USAGE = "Usage: opencount.ts [--interval SECONDS] [--top N] [--count TABLES]";
 const string = { type: "string" } as const;
@@ -30,10 +30,10 @@ for (const s of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(s, () => 
 
 try {
   ensureTracefs();
-  using obj = BpfObject.openMem(OPENCOUNT_BPF_O, "opencount");
-  obj.load();
-  using _link = obj.program("count_open").attach();
-  const counts = obj.map("counts");
+  using skel = open();
+  skel.load();
+  skel.attach();
+  const counts = skel.maps.counts;
   console.log("Counting openat() per command... Ctrl-C to end.");
   for (let n = 0; n < count; n++) {
     const tick = new Promise<boolean>((done) => setTimeout(done, interval * 1000, false));

@@ -5,11 +5,12 @@
  */
 #include "../bpf/kernel.h"
 #include "opensnoop.h"
+#include "../bpf/deno_bpf.h"
+
+/* The record sent to user space: `deno task gen` declares its layout in opensnoop_bpf.ts. */
+DENO_BPF_RECORD(struct open_event);
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
-
-/* Puts struct open_event in the object's BTF, where opensnoop.ts checks its layout. */
-const struct open_event *unused_open_event __attribute__((unused));
 
 /* Set by opensnoop.ts before load (-p PID): only this process; 0 traces all. */
 const volatile __u32 targ_pid = 0;

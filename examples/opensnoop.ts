@@ -7,20 +7,14 @@
  *
  * Deno permissions: `--allow-ffi` (libbpf) and `--allow-env` (`LIBBPF_PATH`).
  * Ctrl-C or SIGTERM stops. The BPF program is examples/opensnoop.bpf.c, with
- * its record in examples/opensnoop.h; examples/build.ts rebuilds the embedded copy.
+ * its record in examples/opensnoop.h; examples/build.ts rebuilds it and its
+ * generated skeleton, examples/opensnoop_bpf.ts.
  *
  * @module
  */
 import { parseArgs } from "node:util";
-import {
-  BpfObject,
-  checkLayout,
-  defineLayout,
-  ensureTracefs,
-  errnoName,
-  RingBuffer,
-} from "../mod.ts";
-import { OPENSNOOP_BPF_O } from "./opensnoop_bpf.ts";
+import { ensureTracefs, errnoName, RingBuffer } from "../mod.ts";
+import { open, openEvent } from "./opensnoop_bpf.ts";
 
 const USAGE = `Usage: sudo deno run --allow-ffi --allow-env examples/opensnoop.ts [-p PID]
 
@@ -29,15 +23,6 @@ Prints each openat(2) as it returns. Ctrl-C stops.
 Options:
   -p, --pid PID   only this process
   -h, --help      show this help`;
-
-/** struct open_event, as opensnoop.h lays it out. */
-const openEvent = defineLayout("open_event", 284, {
-  pid: ["u32", 0],
-  flags: ["u32", 4],
-  ret: ["i32", 8],
-  comm: ["char[16]", 12],
-  path: ["char[256]", 28],
-});
 
 const encoder = new TextEncoder();
 /** Writes a line to stdout; unlike console.log, throws BrokenPipe once the reader is gone. */
@@ -62,13 +47,11 @@ try {
 
 try {
   ensureTracefs();
-  using obj = BpfObject.openMem(OPENSNOOP_BPF_O, "opensnoop");
-  obj.setConst("targ_pid", pid); // a const volatile: fixed at load, so the verifier can prune
-  obj.load();
-  checkLayout(openEvent, obj.btf.struct("open_event"));
-  using _enter = obj.program("on_enter").attach();
-  using _exit = obj.program("on_exit").attach();
-  using ring = new RingBuffer(obj.map("events"));
+  using skel = open(); // checks openEvent against the object's BTF
+  skel.setConsts({ targ_pid: pid }); // a const volatile: fixed at load, so the verifier can prune
+  skel.load();
+  skel.attach();
+  using ring = new RingBuffer(skel.maps.events);
   for (const s of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(s, () => ring.stop());
 
   print(`${"PID".padEnd(7)} ${"COMM".padEnd(16)} FLAGS    ${"RESULT".padStart(6)} PATH`);

@@ -6,11 +6,12 @@
  */
 #include "../bpf/kernel.h"
 #include "readline.h"
+#include "../bpf/deno_bpf.h"
+
+/* The record sent to user space: `deno task gen` declares its layout in readline_bpf.ts. */
+DENO_BPF_RECORD(struct readline_event);
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
-
-/* Puts struct readline_event in the object's BTF, where readline.ts checks its layout. */
-const struct readline_event *unused_readline_event __attribute__((unused));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

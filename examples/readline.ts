@@ -8,13 +8,14 @@
  * Deno permissions: `--allow-ffi` (libbpf, which also reads the binary's
  * symbols) and `--allow-env` (`LIBBPF_PATH`). Ctrl-C or SIGTERM stops.
  * The BPF program is examples/readline.bpf.c, with its record in
- * examples/readline.h; examples/build.ts rebuilds the embedded copy.
+ * examples/readline.h; examples/build.ts rebuilds it and its generated
+ * skeleton, examples/readline_bpf.ts.
  *
  * @module
  */
 import { parseArgs } from "node:util";
-import { BpfObject, checkLayout, defineLayout, RingBuffer } from "../mod.ts";
-import { READLINE_BPF_O } from "./readline_bpf.ts";
+import { RingBuffer } from "../mod.ts";
+import { open, readlineEvent } from "./readline_bpf.ts";
 
 const USAGE = `Usage: sudo deno run --allow-ffi --allow-env examples/readline.ts [options]
 
@@ -23,12 +24,6 @@ Prints each line that an interactive bash reads, with the shell's pid. Ctrl-C st
 Options:
   -b, --binary PATH   the program whose readline() to probe (default /bin/bash)
   -h, --help          show this help`;
-
-/** struct readline_event, as readline.h lays it out. */
-const readlineEvent = defineLayout("readline_event", 260, {
-  pid: ["u32", 0],
-  line: ["char[256]", 4],
-});
 
 const encoder = new TextEncoder();
 /** Writes a line to stdout; unlike console.log, throws BrokenPipe once the reader is gone. */
@@ -51,13 +46,12 @@ try {
 }
 
 try {
-  using obj = BpfObject.openMem(READLINE_BPF_O, "readline");
-  obj.load();
-  checkLayout(readlineEvent, obj.btf.struct("readline_event"));
+  using skel = open(); // checks readlineEvent against the object's BTF
+  skel.load();
   // The section is a bare SEC("uretprobe"): the target is chosen here, at run time.
-  using _link = obj.program("on_readline_return")
+  using _link = skel.programs.on_readline_return
     .attachUprobe(binary, { symbol: "readline", retprobe: true });
-  using ring = new RingBuffer(obj.map("events"));
+  using ring = new RingBuffer(skel.maps.events);
   for (const s of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(s, () => ring.stop());
 
   print(`${"PID".padEnd(7)} LINE`);
