@@ -301,7 +301,7 @@ kernelTest(
       stdin: "piped",
       stdout: "piped",
       stderr: "null",
-      env: { TERM: "dumb" },
+      env: { TERM: "dumb", HISTFILE: "" }, // an empty HISTFILE: bash saves no history
     }).spawn();
     const writer = shell.stdin.getWriter();
     await writer.write(encoder.encode("echo dbpf-readline-test\necho bash-pid=$$\nexit\n"));
