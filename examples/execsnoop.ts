@@ -42,9 +42,9 @@ try {
 }
 
 try {
-  ensureTracefs();
   using skel = open(); // checks execEvent against the object's BTF
   skel.load();
+  ensureTracefs(); // attaching to a tracepoint reads its id there; mounts it if missing
   skel.attach();
   using ring = new RingBuffer(skel.maps.events);
   for (const s of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(s, () => ring.stop());

@@ -29,9 +29,9 @@ const stop = Promise.withResolvers<boolean>();
 for (const s of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(s, () => stop.resolve(true));
 
 try {
-  ensureTracefs();
   using skel = open();
   skel.load();
+  ensureTracefs(); // attaching to a tracepoint reads its id there; mounts it if missing
   skel.attach();
   const counts = skel.maps.counts;
   console.log("Counting openat() per command... Ctrl-C to end.");

@@ -46,10 +46,10 @@ try {
 }
 
 try {
-  ensureTracefs();
   using skel = open(); // checks openEvent against the object's BTF
   skel.setConsts({ targ_pid: pid }); // a const volatile: fixed at load, so the verifier can prune
   skel.load();
+  ensureTracefs(); // attaching to a tracepoint reads its id there; mounts it if missing
   skel.attach();
   using ring = new RingBuffer(skel.maps.events);
   for (const s of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(s, () => ring.stop());

@@ -311,3 +311,40 @@ kernelTest(
     assert.equal(stderr, "");
   },
 );
+
+kernelTest(
+  "each example says in one line that it needs root, when run without privileges",
+  async () => {
+    // As nobody, with a cache dir nobody can write; `setpriv` drops every capability.
+    const cache = Deno.makeTempDirSync({ prefix: "dbpf_nobody_" });
+    Deno.chmodSync(cache, 0o777);
+    try {
+      for (const name of EXAMPLES) {
+        const out = await new Deno.Command("setpriv", {
+          args: [
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "env",
+            `DENO_DIR=${cache}`,
+            Deno.execPath(),
+            "run",
+            ...PERMISSIONS,
+            `${ROOT}examples/${name}.ts`,
+          ],
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        const text = new TextDecoder();
+        assert.equal(out.code, 1, name);
+        assert.equal(text.decode(out.stdout), "", name);
+        assert.equal(
+          text.decode(out.stderr),
+          `${name}: deno_bpf needs root (or CAP_BPF and CAP_PERFMON); run it with sudo\n`,
+        );
+      }
+    } finally {
+      Deno.removeSync(cache, { recursive: true });
+    }
+  },
+);
