@@ -6,12 +6,12 @@ import { decodeCString, ensureTracefs } from "../mod.ts";
 import { open } from "./opencount_bpf.ts";
 
 const USAGE = "Usage: opencount.ts [--interval SECONDS] [--top N] [--count TABLES]";
-const string = { type: "string" } as const;
+const num = { type: "string" } as const; // a number, parsed below
 let [interval, top, count] = [1, 10, Infinity];
 try {
   const { values: v } = parseArgs({
     args: Deno.args,
-    options: { interval: string, top: string, count: string, help: { type: "boolean" } },
+    options: { interval: num, top: num, count: num, help: { type: "boolean" } },
   });
   if (v.help) {
     console.log(USAGE);
