@@ -13,7 +13,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { UnlinkTracer, type UnlinkTracerOptions } from "../lib/unlink.ts";
+import { UnlinkTracer, type UnlinkTracerOptions } from "../lib/unlink/mod.ts";
 
 const ready = performance.now();
 const rssMiB = () =>
