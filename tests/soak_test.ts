@@ -40,9 +40,10 @@ const SAMPLE_MS = 1000;
 /**
  * How far the peak RSS of the second half of the run (after the warm-up) may
  * exceed the first half's. Measured: after the warm-up, samples move by under
- * 1 MiB (heap pages, compiled code). A leak of 21 bytes per unlink would add
- * more than 3 MiB over the 150,000 unlinks of a half, and anything kept per
- * record (an object, a string, a closure) costs more than that.
+ * 1 MiB (heap pages, compiled code). A leak of 25 bytes per record would add
+ * more than 3 MiB over the 150,000 records of a half with the default ring
+ * (60,000 with the smallest, which loses most), and anything kept per record
+ * (an object, a string, a closure) costs more than that.
  */
 const RSS_GROWTH_MIB = 3;
 
