@@ -65,10 +65,14 @@ export interface Consumer {
   kill(): Promise<void>;
 }
 
-/** Starts bench/lib_consumer.ts with `args` and resolves once it has attached. */
-export async function startConsumer(args: string[]): Promise<Consumer> {
+/**
+ * Starts bench/lib_consumer.ts with `args` (and `v8Flags` for its V8) and
+ * resolves once it has attached.
+ */
+export async function startConsumer(args: string[], v8Flags: string[] = []): Promise<Consumer> {
+  const flags = v8Flags.length ? [`--v8-flags=${v8Flags.join(",")}`] : [];
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}bench/lib_consumer.ts`, ...args],
+    args: ["run", "-A", ...flags, `${ROOT}bench/lib_consumer.ts`, ...args],
     stdin: "null",
     stdout: "null",
     stderr: "piped",
