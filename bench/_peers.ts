@@ -54,9 +54,9 @@ export function cCompiler(): string | undefined {
 /** The bench's peers; the C references and bpftrace name the rows they feed. */
 export const PEERS: readonly Peer[] = [
   {
-    name: "a C compiler",
+    name: "C compiler",
     packages: ["gcc", "libc6-dev"],
-    without: "the storm and the CPU meter are C, so nothing can be measured",
+    without: "the storm and the CPU meter are C, so the bench cannot run",
     essential: true,
     rows: [],
     present: () => cCompiler() !== undefined && exists("/usr/include/stdio.h"),

@@ -54,8 +54,6 @@ const USAGE = "usage: deno run -A bench/run.ts [--quick] [--mode tracepoint|fent
   "[--pairs N] [--rate N] [--seconds N] [--samples N] [--repeat N] " +
   `[--only ${SCENARIO_KEYS.join(",")}]`;
 
-type Options = ReturnType<typeof options>;
-
 function options() {
   const { values } = parseArgs({
     args: Deno.args,
@@ -679,16 +677,16 @@ async function machine(mode: string): Promise<string> {
   return `machine: Linux ${Deno.osRelease()}, ${navigator.hardwareConcurrency} CPUs, ${cpu}; deno ${Deno.version.deno}; ${bt}; mode ${mode}; ${busy}% CPU busy before start${warning}`;
 }
 
-/** Runs each tracer of a scenario `repeat` times, round by round, and returns one row per tracer. */
+/** Runs each of `cells` `repeat` times, round by round, and returns one row per cell. */
 async function repeated(
-  tracers: { name: string; run(): Promise<Row> }[],
+  cells: (() => Promise<Row>)[],
   repeat: number,
   progress: (r: Row, round: number) => void,
 ): Promise<Row[]> {
-  const runs = tracers.map((): Row[] => []);
+  const runs = cells.map((): Row[] => []);
   for (let round = 1; round <= repeat; round++) {
-    for (const [i, t] of tracers.entries()) {
-      const row = await t.run();
+    for (const [i, run] of cells.entries()) {
+      const row = await run();
       progress(row, round);
       runs[i].push(row);
     }
@@ -749,26 +747,18 @@ async function main() {
   const failed = new Set(rows.filter((r) => r.error).map((r) => r.tracer)); // reported once
   const working = tracers.filter((t) => !failed.has(t.name));
   for (const [, name, args] of storms) {
-    const untraced = {
-      name: "(untraced)",
-      run: async (): Promise<Row> => ({
-        scenario: name,
-        tracer: "(untraced)",
-        storm: await storm(args),
-      }),
-    };
-    const traced = working.map((t) => ({
-      name: t.name,
-      run: () => measure(t, name, () => storm(args)),
-    }));
+    const untraced = async (): Promise<Row> => ({
+      scenario: name,
+      tracer: "(untraced)",
+      storm: await storm(args),
+    });
+    const traced = working.map((t) => () => measure(t, name, () => storm(args)));
     rows.push(...await repeated([untraced, ...traced], o.repeat, report));
   }
   if (o.only.has("trickle")) {
     const trickle = [TRICKLE, String(o.samples), String(o.trickleMs)];
-    const stamped = [lib(true), json(true)].filter((t) =>
-      !failed.has(t.name) && !skipped.has(t.name)
-    )
-      .map((t) => ({ name: t.name, run: () => measure(t, TRICKLE, () => storm(trickle)) }));
+    const stamped = [lib(true), json(true)].filter((t) => !failed.has(t.name))
+      .map((t) => () => measure(t, TRICKLE, () => storm(trickle)));
     rows.push(...await repeated(stamped, o.repeat, report));
   }
 
