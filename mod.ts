@@ -1,13 +1,29 @@
 /**
- * deno_bpf: eBPF from TypeScript. Binds the system's libbpf with
- * `Deno.dlopen` (no compiler, no helper binary) and traces who deletes which
- * file, and whether it worked.
+ * deno_bpf: eBPF from TypeScript. It binds the system's libbpf with
+ * `Deno.dlopen`, so it needs no compiler and no helper binary, and it comes
+ * in two layers:
+ *
+ * - **A general libbpf binding**: open, configure, load and attach BPF
+ *   objects ({@linkcode BpfObject}, {@linkcode Program}, {@linkcode Link}),
+ *   attach at run time (tracepoints, raw tracepoints, kprobes, uprobes,
+ *   fentry targets), read and write maps ({@linkcode BpfMap},
+ *   {@linkcode PinnedMap}), read ring buffers and perf buffers
+ *   ({@linkcode RingBuffer}, {@linkcode PerfBuffer}) into typed records
+ *   ({@linkcode defineLayout}, {@linkcode layoutFromBtf}, checked against
+ *   the object's BTF), generate typed skeletons ({@linkcode generateSkeleton},
+ *   `deno task gen`), and probe what the kernel offers
+ *   ({@linkcode hasMapType}, {@linkcode hasProgramType}).
+ * - **The unlink tracer built on it**: who deletes which file, and whether it
+ *   worked ({@linkcode UnlinkTracer}). Its output formats and doctor are in
+ *   `./lib/unlink/mod.ts` (the `./unlink` export).
  *
  * Needs Linux >= 5.8 with BTF, libbpf >= 1.0, root (or CAP_BPF and
- * CAP_PERFMON), and `--allow-ffi` (unscoped: scoped FFI grants break pointer
- * views) plus `--allow-read`/`--allow-write` for /proc, /sys and tracefs.
+ * CAP_PERFMON), and the Deno permissions `--allow-ffi` (unscoped: scoped FFI
+ * grants break pointer views) and `--allow-env`. /proc and /sys are read
+ * through libc, so `--allow-read` is not needed. Importing this module needs
+ * no permission: libbpf is opened on first use.
  *
- * @example Trace unlinks with the library (needs root)
+ * @example Trace failed unlinks with the library (needs root)
  * ```ts ignore
  * import { UnlinkTracer } from "./mod.ts";
  *
@@ -19,18 +35,28 @@
  * console.log(`lost ${tracer.lost}`);
  * ```
  *
+ * @example Count calls per command in a hash map of your own program (needs root)
+ * ```ts ignore
+ * import { BpfObject } from "./mod.ts";
+ *
+ * using obj = BpfObject.openFile("count.bpf.o");
+ * obj.load();
+ * using _link = obj.program("count").attachTracepoint("syscalls", "sys_enter_openat");
+ * await new Promise((r) => setTimeout(r, 1000));
+ * for (const [key, value] of obj.map("counts").entries()) {
+ *   console.log(new TextDecoder().decode(key), new DataView(value.buffer).getBigUint64(0, true));
+ * }
+ * ```
+ *
  * @module
  */
 
-export { libbpfVersionString } from "./lib/_ffi.ts";
+export { checkErrno, checkPtr, failure, libbpfVersionString } from "./lib/_ffi.ts";
 export {
   AttachError,
   BpfError,
   check,
-  checkErrno,
-  checkPtr,
   type ErrorOptions,
-  failure,
   LayoutMismatchError,
   LibbpfNotFoundError,
   NotSupportedError,
@@ -97,8 +123,6 @@ export {
   type UpdateMode,
 } from "./lib/map.ts";
 export {
-  type AttachProbe,
-  type AttachStage,
   hasHelper,
   hasMapType,
   hasProgramType,
@@ -106,15 +130,7 @@ export {
   HELPERS,
   PROGRAM_TYPES,
   type ProgramType,
-  tryAttach,
 } from "./lib/features.ts";
-export {
-  type Check,
-  doctor,
-  type DoctorOptions,
-  type DoctorReport,
-  type PermissionKind,
-} from "./lib/doctor.ts";
 export {
   checkRingSize,
   MAX_RING_SIZE,
@@ -137,19 +153,4 @@ export {
   unlinkEvent,
   UnlinkTracer,
   type UnlinkTracerOptions,
-} from "./lib/unlink.ts";
-export { type EventFormat, EventWriter } from "./lib/event_writer.ts";
-export {
-  attachText,
-  envelope,
-  errorOf,
-  escapeBytes,
-  eventData,
-  type EventJson,
-  filenameTruncated,
-  formatJson,
-  formatText,
-  retText,
-  TEXT_HEADER,
-  TRUNCATED_MARK,
-} from "./lib/format.ts";
+} from "./lib/unlink/tracer.ts";

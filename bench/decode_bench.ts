@@ -8,7 +8,13 @@
  * @module
  */
 
-import { EventWriter, formatJson, formatText, type UnlinkEvent, unlinkEvent } from "../mod.ts";
+import {
+  EventWriter,
+  formatJson,
+  formatText,
+  type UnlinkEvent,
+  unlinkEvent,
+} from "../lib/unlink/mod.ts";
 
 /** One record as the kernel writes it, at a ring-like offset (after an 8-byte header). */
 function record(): { bytes: Uint8Array; offset: number } {

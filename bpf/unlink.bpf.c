@@ -9,6 +9,7 @@
  *   tracepoints       sys_{enter,exit}_{unlink,unlinkat}  (works nearly anywhere)
  */
 #include "kernel.h"
+#include "deno_bpf.h"
 #include "unlink.h"
 
 #define AT_REMOVEDIR 0x200
@@ -61,8 +62,8 @@ struct {
 	__type(value, __u64);
 } lost SEC(".maps");
 
-/* Keep the record type in BTF even where no program names it directly. */
-const struct unlink_event *unused_unlink_event __attribute__((unused));
+/* The record user space decodes: kept in BTF, and declared by the generator. */
+DENO_BPF_RECORD(struct unlink_event);
 
 static __always_inline void count_lost(void)
 {

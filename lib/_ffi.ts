@@ -7,7 +7,7 @@
  * @module
  */
 
-import { LibbpfNotFoundError } from "./errors.ts";
+import { BpfError, type ErrorOptions, LibbpfNotFoundError } from "./errors.ts";
 
 /** libbpf symbols, keyed by their exact C names. */
 const LIBBPF = {
@@ -290,4 +290,29 @@ export function readCString(ptr: Deno.PointerValue): string {
 function firstLine(error: unknown): string {
   const text = error instanceof Error ? error.message : String(error);
   return text.split("\n")[0];
+}
+
+/**
+ * For calls that return NULL (libbpf) or -1 (libc) and set errno: the error
+ * for the call that just failed. Call it before any other native call, which
+ * could overwrite errno.
+ */
+export function failure(operation: string, options?: ErrorOptions): BpfError {
+  return new BpfError(operation, errno(), options);
+}
+
+/** Returns `ptr`, or throws {@linkcode failure} if the call returned NULL. */
+export function checkPtr(
+  ptr: Deno.PointerValue,
+  operation: string,
+  options?: ErrorOptions,
+): Deno.PointerObject {
+  if (ptr !== null) return ptr;
+  throw failure(operation, options);
+}
+
+/** Returns `ret`, or throws {@linkcode failure} if a libc call returned -1. */
+export function checkErrno(ret: number, operation: string, options?: ErrorOptions): number {
+  if (ret >= 0) return ret;
+  throw failure(operation, options);
 }

@@ -5,7 +5,6 @@
  * @module
  */
 
-import { errno } from "./_ffi.ts";
 import { errnoDescription, errnoName } from "./errno.ts";
 
 /** A libbpf or kernel call failed with an errno. */
@@ -186,31 +185,6 @@ export interface ErrorOptions {
 export function check(ret: number, operation: string, options?: ErrorOptions): number {
   if (ret >= 0) return ret;
   throw new BpfError(operation, -ret, options);
-}
-
-/**
- * For calls that return NULL (libbpf) or -1 (libc) and set errno: the error
- * for the call that just failed. Call it before any other native call, which
- * could overwrite errno.
- */
-export function failure(operation: string, options?: ErrorOptions): BpfError {
-  return new BpfError(operation, errno(), options);
-}
-
-/** Returns `ptr`, or throws {@linkcode failure} if the call returned NULL. */
-export function checkPtr(
-  ptr: Deno.PointerValue,
-  operation: string,
-  options?: ErrorOptions,
-): Deno.PointerObject {
-  if (ptr !== null) return ptr;
-  throw failure(operation, options);
-}
-
-/** Returns `ret`, or throws {@linkcode failure} if a libc call returned -1. */
-export function checkErrno(ret: number, operation: string, options?: ErrorOptions): number {
-  if (ret >= 0) return ret;
-  throw failure(operation, options);
 }
 
 /** No attach method worked (or the one forced did not). */

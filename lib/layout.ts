@@ -648,7 +648,7 @@ function markerHint(name: string): string {
  * @example
  * ```ts
  * import { checkLayout } from "./layout.ts";
- * import { unlinkEvent } from "./unlink.ts";
+ * import { unlinkEvent } from "./unlink/tracer.ts";
  * import { BpfObject } from "./object.ts";
  * import { UNLINK_BPF_O } from "../bpf/unlink_bpf.ts";
  *

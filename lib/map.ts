@@ -23,8 +23,8 @@
  * @module
  */
 
-import { bpf, c, cstr, readCString } from "./_ffi.ts";
-import { check, checkErrno } from "./errors.ts";
+import { bpf, c, checkErrno, cstr, readCString } from "./_ffi.ts";
+import { check } from "./errors.ts";
 import { readSmallFile } from "./_sys.ts";
 
 /** BPF map types by name (`enum bpf_map_type` in linux/bpf.h, without the prefix). */

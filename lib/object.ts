@@ -18,16 +18,9 @@
  * @module
  */
 
-import { bpf, c, cstr, readCString } from "./_ffi.ts";
+import { bpf, c, checkPtr, cstr, readCString } from "./_ffi.ts";
 import { Btf } from "./btf.ts";
-import {
-  BpfError,
-  check,
-  checkPtr,
-  PermissionError,
-  VerifierError,
-  verifierLog,
-} from "./errors.ts";
+import { BpfError, check, PermissionError, VerifierError, verifierLog } from "./errors.ts";
 import { installLog, takeLog } from "./log.ts";
 import { BpfMap } from "./map.ts";
 import { processCanTrace } from "./_sys.ts";

@@ -24,9 +24,9 @@
  * @module
  */
 
-import { c } from "./_ffi.ts";
+import { c, checkErrno, failure } from "./_ffi.ts";
 import { PerfRing } from "./_perf_ring.ts";
-import { BpfError, checkErrno, failure } from "./errors.ts";
+import { BpfError } from "./errors.ts";
 import type { AnyLayout, RecordOf } from "./layout.ts";
 import { type BpfMap, possibleCpus } from "./map.ts";
 

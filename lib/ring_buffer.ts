@@ -27,8 +27,7 @@
  * @module
  */
 
-import { c } from "./_ffi.ts";
-import { checkErrno, failure } from "./errors.ts";
+import { c, checkErrno, failure } from "./_ffi.ts";
 import type { AnyLayout, RecordOf } from "./layout.ts";
 import type { BpfMap } from "./map.ts";
 import { checkRingSize, type RecordHandler, RingParser } from "./ring.ts";

@@ -155,7 +155,7 @@ export class Skeleton<S extends object, P extends string, M extends string> impl
  * @example
  * ```ts
  * import { openSkeleton } from "./skeleton.ts";
- * import { unlinkEvent } from "./unlink.ts";
+ * import { unlinkEvent } from "./unlink/tracer.ts";
  * import { UNLINK_BPF_O } from "../bpf/unlink_bpf.ts";
  *
  * using skel = openSkeleton<{ targ_tgid: number }, "tp_exit_unlink", "events">(
@@ -522,11 +522,11 @@ ${bytes.toBase64().match(/.{1,76}/g)!.join("\n")}
     nestedSource(layout, nested, inner);
     inner.forEach(emit);
     emit(`/** The fields of \`struct ${tag}\`: C type and byte offset. */
-const ${fields} = ${fieldsSource(layout, nested)} as const;
+export const ${fields} = ${fieldsSource(layout, nested)} as const;
 `);
     if (layout.tail) {
       emit(`/** The variable-length tail after \`struct ${tag}\`. */
-const ${tail} = ${tailSource(layout)} as const;
+export const ${tail} = ${tailSource(layout)} as const;
 `);
     }
     emit(

@@ -17,23 +17,20 @@ import { parseArgs, styleText } from "node:util";
 import { errorLine, status, STOP_SIGNALS } from "./_cli.ts";
 import { main as doctorMain } from "./doctor.ts";
 import { outputClosed } from "../lib/_sys.ts";
+import { checkRingSize, logToStderr, releaseFreedMemory, setLogHandler } from "../mod.ts";
 import {
   ATTACH_METHODS,
   type AttachMethod,
   attachText,
-  checkRingSize,
   DEFAULT_RING_SIZE,
   envelope,
   EventWriter,
   formatText,
-  logToStderr,
-  releaseFreedMemory,
-  setLogHandler,
   TEXT_HEADER,
   unlinkEvent,
   UnlinkTracer,
   type UnlinkTracerOptions,
-} from "../mod.ts";
+} from "../lib/unlink/mod.ts";
 
 const USAGE = `Usage: sudo deno run --allow-ffi --allow-env scripts/trace.ts [options]
 

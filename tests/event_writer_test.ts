@@ -1,9 +1,9 @@
 /** The byte-level event writer must print exactly what the string formatters print. */
 
 import assert from "node:assert/strict";
-import { EventWriter, formatJson, formatText, unlinkEvent } from "../mod.ts";
-import { TRUNCATED_MARK } from "../lib/format.ts";
-import { UNLINK_F_NAME_TRUNCATED } from "../lib/unlink.ts";
+import { EventWriter, formatJson, formatText, unlinkEvent } from "../lib/unlink/mod.ts";
+import { TRUNCATED_MARK } from "../lib/unlink/mod.ts";
+import { UNLINK_F_NAME_TRUNCATED } from "../lib/unlink/mod.ts";
 import { unlinkRecord } from "./_helpers.ts";
 
 const encoder = new TextEncoder();

@@ -1,10 +1,10 @@
 /** Text and JSON formatting of unlink events, and errno names. */
 
 import assert from "node:assert/strict";
+import { errnoName } from "../mod.ts";
 import {
   attachText,
   envelope,
-  errnoName,
   eventData,
   formatJson,
   formatText,
@@ -12,9 +12,9 @@ import {
   TEXT_HEADER,
   type UnlinkEvent,
   unlinkEvent,
-} from "../mod.ts";
-import { escapeBytes, TRUNCATED_MARK } from "../lib/format.ts";
-import { UNLINK_F_NAME_TRUNCATED } from "../lib/unlink.ts";
+} from "../lib/unlink/mod.ts";
+import { escapeBytes, TRUNCATED_MARK } from "../lib/unlink/mod.ts";
+import { UNLINK_F_NAME_TRUNCATED } from "../lib/unlink/mod.ts";
 import { type RecordFields, unlinkRecord } from "./_helpers.ts";
 
 const event: UnlinkEvent = {

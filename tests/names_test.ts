@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { TRUNCATED_MARK } from "../lib/format.ts";
+import { TRUNCATED_MARK } from "../lib/unlink/mod.ts";
 import { EXPECTED_METHOD, kernelTest, scratch, spawnUnlinker } from "./_helpers.ts";
 import { type Run, traceWhile } from "./_trace.ts";
 

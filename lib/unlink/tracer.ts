@@ -8,7 +8,7 @@
  *
  * @example Print the next ten unlinks (needs root)
  * ```ts ignore
- * import { UnlinkTracer } from "./unlink.ts";
+ * import { UnlinkTracer } from "./tracer.ts";
  *
  * using tracer = UnlinkTracer.open({ failedOnly: false });
  * console.error(`attached via ${tracer.method}`);
@@ -22,35 +22,25 @@
  * @module
  */
 
-import { UNLINK_BPF_O } from "../bpf/unlink_bpf.ts";
-import { bpf } from "./_ffi.ts";
+import {
+  UNLINK_BPF_O,
+  UNLINK_EVENT_FIELDS,
+  unlinkEvent as generatedLayout,
+} from "../../bpf/unlink_bpf.ts";
+import { bpf } from "../_ffi.ts";
 import {
   AttachError,
   BpfError,
   NotSupportedError,
   PermissionError,
   VerifierError,
-} from "./errors.ts";
-import { checkLayout, defineLayout, fieldSize, type Layout, type RecordOf } from "./layout.ts";
-import { BpfObject, type Link } from "./object.ts";
-import type { BpfMap } from "./map.ts";
-import { checkRingSize, type RecordHandler, RingBuffer } from "./ring_buffer.ts";
-import { pathExists, processCanTrace } from "./_sys.ts";
-import { ensureTracefs, findTracefs, TRACEFS } from "./tracefs.ts";
-
-/** The fields of `struct unlink_event` (bpf/unlink.h): C type and byte offset. */
-const UNLINK_FIELDS = {
-  ts_ns: ["u64", 0],
-  latency_ns: ["u64", 8],
-  tgid: ["u32", 16],
-  tid: ["u32", 20],
-  uid: ["u32", 24],
-  ret: ["i32", 28],
-  flags: ["u32", 32],
-  _pad: ["u32", 36],
-  comm: ["char[16]", 40],
-  filename: ["char[256]", 56],
-} as const;
+} from "../errors.ts";
+import { checkLayout, type Decoded, fieldSize, type Layout } from "../layout.ts";
+import { BpfObject, type Link } from "../object.ts";
+import type { BpfMap } from "../map.ts";
+import { checkRingSize, type RecordHandler, RingBuffer } from "../ring_buffer.ts";
+import { pathExists, processCanTrace } from "../_sys.ts";
+import { ensureTracefs, findTracefs, TRACEFS } from "../tracefs.ts";
 
 /**
  * A bit of `UnlinkEvent.flags` (`UNLINK_F_NAME_TRUNCATED` in bpf/unlink.h):
@@ -59,11 +49,13 @@ const UNLINK_FIELDS = {
  */
 export const UNLINK_F_NAME_TRUNCATED = 1;
 
-const layout: Layout<typeof UNLINK_FIELDS> = defineLayout("unlink_event", 312, UNLINK_FIELDS);
+/** The record as bpf/unlink.h declares it, through the generated module. */
+const layout = generatedLayout;
+export { UNLINK_EVENT_FIELDS };
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 
-const FILENAME_AT = UNLINK_FIELDS.filename[1];
-const FILENAME_SIZE = fieldSize(UNLINK_FIELDS.filename[0]);
+const FILENAME_AT = UNLINK_EVENT_FIELDS.filename[1];
+const FILENAME_SIZE = fieldSize(UNLINK_EVENT_FIELDS.filename[0]);
 
 /**
  * The bytes of the NUL-terminated name at `start`, if they are not valid
@@ -96,7 +88,7 @@ function invalidName(bytes: Uint8Array, start: number): Uint8Array | undefined {
 export const unlinkEvent: {
   /** Decodes one record that starts at `offset` in `bytes`. */
   decode(bytes: Uint8Array, offset?: number): UnlinkEvent;
-} & Layout<typeof UNLINK_FIELDS> = {
+} & Layout<typeof UNLINK_EVENT_FIELDS> = {
   ...layout,
   decode(bytes: Uint8Array, offset = 0): UnlinkEvent {
     const e: UnlinkEvent = layout.decode(bytes, offset);
@@ -116,7 +108,7 @@ export const unlinkEvent: {
  * sequence, and its exact bytes are then in `filename_bytes` (absent for a
  * valid name). `_pad` is always 0.
  */
-export type UnlinkEvent = RecordOf<typeof layout> & {
+export type UnlinkEvent = Decoded<typeof UNLINK_EVENT_FIELDS> & {
   /** The exact name bytes, present only when they are not valid UTF-8. */
   filename_bytes?: Uint8Array;
 };

@@ -21,9 +21,9 @@
  * @module
  */
 
-import { monotonicToEpochMs } from "./clock.ts";
-import { errnoName } from "./errno.ts";
-import { type SkippedMethod, UNLINK_F_NAME_TRUNCATED, type UnlinkEvent } from "./unlink.ts";
+import { monotonicToEpochMs } from "../clock.ts";
+import { errnoName } from "../errno.ts";
+import { type SkippedMethod, UNLINK_F_NAME_TRUNCATED, type UnlinkEvent } from "./tracer.ts";
 
 /** The errno name of a negative return value, or `null` for success. */
 export function errorOf(ret: number): string | null {
@@ -142,9 +142,13 @@ export function formatText(e: UnlinkEvent, paintFailure?: (ret: string) => strin
 export interface EventJson {
   /** ISO-8601 wall-clock time at return. */
   time: string;
+  /** The process id (tgid). */
   pid: number;
+  /** The thread id. */
   tid: number;
+  /** The user id. */
   uid: number;
+  /** The task's command name (at most 15 bytes). */
   comm: string;
   /** The name, cut to 255 bytes; U+FFFD in place of invalid UTF-8. */
   filename: string;
@@ -156,6 +160,7 @@ export interface EventJson {
   ret: number;
   /** The errno name for a failure, else null. */
   error: string | null;
+  /** How long do_unlinkat took, in ns. */
   latency_ns: number;
 }
 
@@ -191,13 +196,16 @@ export function formatJson(e: UnlinkEvent): string {
   },"latency_ns":${e.latency_ns}}}`;
 }
 
-/** A JSON envelope line of any type (no newline). */
+/** The `attach` line (no newline): the method in use, and the better ones that failed. */
 export function envelope(
   type: "attach",
   data: { method: string; skipped: SkippedMethod[] },
 ): string;
+/** A `lost` line: this many more events were lost since the last one. */
 export function envelope(type: "lost", data: { count: number }): string;
+/** The `summary` line, last on a clean exit. */
 export function envelope(type: "summary", data: { events: number; lost: number }): string;
+/** A JSON envelope line of any type (no newline). */
 export function envelope(type: string, data: unknown): string {
   return JSON.stringify({ type, data });
 }

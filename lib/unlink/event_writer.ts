@@ -9,10 +9,10 @@
  * @module
  */
 
-import { monotonicToEpochMs } from "./clock.ts";
-import { errnoName } from "./errno.ts";
+import { monotonicToEpochMs } from "../clock.ts";
+import { errnoName } from "../errno.ts";
 import { formatJson, formatText } from "./format.ts";
-import { unlinkEvent } from "./unlink.ts";
+import { unlinkEvent } from "./tracer.ts";
 
 const encoder = new TextEncoder();
 const bytesOf = (s: string) => encoder.encode(s);
