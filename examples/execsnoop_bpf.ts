@@ -92,7 +92,7 @@ AAAAAAAAAAAAAAAAAAD4CQAAAAAAAKgAAAAAAAAAAQAAAAMAAAAIAAAAAAAAABgAAAAAAAAA
 );
 
 /** The fields of `struct exec_event`: C type and byte offset. */
-const EXEC_EVENT_FIELDS = {
+export const EXEC_EVENT_FIELDS = {
   pid: ["u32", 0],
   ppid: ["u32", 4],
   comm: ["char[16]", 8],

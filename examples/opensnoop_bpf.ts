@@ -129,7 +129,7 @@ AAgAAAAAAAAAGAAAAAAAAAA=
 );
 
 /** The fields of `struct open_event`: C type and byte offset. */
-const OPEN_EVENT_FIELDS = {
+export const OPEN_EVENT_FIELDS = {
   pid: ["u32", 0],
   flags: ["u32", 4],
   ret: ["i32", 8],

@@ -76,7 +76,7 @@ AAAAAAAAAAAAAAAAAABIBwAAAAAAAKgAAAAAAAAAAQAAAAMAAAAIAAAAAAAAABgAAAAAAAAA
 );
 
 /** The fields of `struct readline_event`: C type and byte offset. */
-const READLINE_EVENT_FIELDS = {
+export const READLINE_EVENT_FIELDS = {
   pid: ["u32", 0],
   line: ["char[256]", 4],
 } as const;
