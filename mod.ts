@@ -120,6 +120,7 @@ export {
   type MapType,
   PinnedMap,
   possibleCpus,
+  TypedMap,
   type UpdateMode,
 } from "./lib/map.ts";
 export {

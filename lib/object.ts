@@ -19,7 +19,7 @@
  */
 
 import { bpf, c, checkPtr, cstr, readCString } from "./_ffi.ts";
-import { Btf } from "./btf.ts";
+import { Btf, type BtfShape } from "./btf.ts";
 import { BpfError, check, PermissionError, VerifierError, verifierLog } from "./errors.ts";
 import { installLog, takeLog } from "./log.ts";
 import { BpfMap } from "./map.ts";
@@ -136,25 +136,32 @@ export class BpfObject implements Disposable {
   }
 
   /**
-   * Sets a `const volatile` global (in `.rodata`) before load: a number or
-   * bigint for an integer, a boolean for a bool, a string for a char array.
+   * Sets a global variable of the object before load: a `const volatile`
+   * setting in `.rodata`, or the initial value of a global in `.data` or
+   * `.bss`. An integer takes a number or a bigint that fits its C type, a
+   * `bool` takes a boolean, a `char` array a string that fits with its NUL.
+   * Anything else is a TypeError or a RangeError that names the variable.
    */
   setConst(name: string, value: number | bigint | boolean | string): void {
     if (this.#loaded) {
       throw new TypeError(`Cannot set "${name}": the object is already loaded`);
     }
-    const slot = this.btf.datasec(".rodata")?.find((v) => v.name === name);
-    if (!slot) throw new TypeError(`BPF object has no const volatile "${name}"`);
-    const map = live(this.map(".rodata").unsafeHandle, "BpfMap");
-    const sizeOut = new BigUint64Array(1);
-    const data = bpf().bpf_map__initial_value(map, sizeOut);
-    if (!data) throw new TypeError(`Cannot reach .rodata to set "${name}"`);
-    const bytes = new Uint8Array(
-      Deno.UnsafePointerView.getArrayBuffer(data, Number(sizeOut[0])),
-      slot.offset,
-      slot.size,
-    );
-    writeScalar(bytes, name, value);
+    const btf = this.btf;
+    for (const section of [".rodata", ".data", ".bss"]) {
+      const slot = btf.datasec(section)?.find((v) => v.name === name);
+      if (!slot) continue;
+      const map = live(this.map(section).unsafeHandle, "BpfMap");
+      const sizeOut = new BigUint64Array(1);
+      const data = bpf().bpf_map__initial_value(map, sizeOut);
+      if (!data) throw new TypeError(`Cannot reach ${section} to set "${name}"`);
+      const bytes = new Uint8Array(
+        Deno.UnsafePointerView.getArrayBuffer(data, Number(sizeOut[0])),
+        slot.offset,
+        slot.size,
+      );
+      return writeVariable(bytes, name, slot.shape, value);
+    }
+    throw new TypeError(`BPF object has no global variable "${name}" (in .rodata, .data or .bss)`);
   }
 
   /**
@@ -229,12 +236,17 @@ function loadError(operation: string, errno: number, log: string): BpfError {
   return new BpfError(operation, errno, { log });
 }
 
-function writeScalar(
+/** Writes `value` into a variable's bytes after checking it fits the C type. */
+function writeVariable(
   bytes: Uint8Array,
   name: string,
+  shape: BtfShape,
   value: number | bigint | boolean | string,
 ) {
-  if (typeof value === "string") {
+  if (shape.kind === "array" && shape.element.kind === "int" && shape.element.size === 1) {
+    if (typeof value !== "string") {
+      throw new TypeError(`"${name}" is char[${shape.count}]: give a string, not ${typeof value}`);
+    }
     const encoded = new TextEncoder().encode(value);
     if (encoded.length >= bytes.length) {
       throw new RangeError(
@@ -245,19 +257,41 @@ function writeScalar(
     bytes.set(encoded);
     return;
   }
-  const n = typeof value === "boolean" ? BigInt(value) : BigInt(value);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
-  switch (bytes.length) {
-    case 1:
-      return view.setUint8(0, Number(BigInt.asUintN(8, n)));
-    case 2:
-      return view.setUint16(0, Number(BigInt.asUintN(16, n)), true);
-    case 4:
-      return view.setUint32(0, Number(BigInt.asUintN(32, n)), true);
-    case 8:
-      return view.setBigUint64(0, BigInt.asUintN(64, n), true);
+  if (shape.kind !== "int") {
+    throw new TypeError(`"${name}" is a ${shape.kind}: setConst sets integers, bools and strings`);
   }
-  throw new TypeError(`"${name}" is ${bytes.length} bytes: not a scalar`);
+  if (
+    shape.bool ? typeof value !== "boolean" : typeof value !== "number" && typeof value !== "bigint"
+  ) {
+    throw new TypeError(
+      `"${name}" is ${shape.name}: give ${shape.bool ? "a boolean" : "a number or bigint"}, ` +
+        `not ${typeof value}`,
+    );
+  }
+  if (typeof value === "number" && !Number.isInteger(value)) {
+    throw new RangeError(`"${name}" is ${shape.name}: ${value} is not an integer`);
+  }
+  const n = BigInt(value);
+  const bits = BigInt(shape.size * 8);
+  const [min, max] = shape.signed
+    ? [-(1n << (bits - 1n)), (1n << (bits - 1n)) - 1n]
+    : [0n, (1n << bits) - 1n];
+  if (n < min || n > max) {
+    throw new RangeError(`"${name}" is ${shape.name}: ${value} is outside ${min}..${max}`);
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  const raw = BigInt.asUintN(Number(bits), n);
+  switch (shape.size) {
+    case 1:
+      return view.setUint8(0, Number(raw));
+    case 2:
+      return view.setUint16(0, Number(raw), true);
+    case 4:
+      return view.setUint32(0, Number(raw), true);
+    case 8:
+      return view.setBigUint64(0, raw, true);
+  }
+  throw new TypeError(`"${name}" is ${shape.size} bytes: not a scalar`);
 }
 
 /** A program inside a {@linkcode BpfObject}; borrowed, valid while it is open. */

@@ -6,7 +6,15 @@
  */
 
 import assert from "node:assert/strict";
-import { BpfError, BpfObject, ensureTracefs, Link, PinnedMap, possibleCpus } from "../mod.ts";
+import {
+  BpfError,
+  BpfObject,
+  defineLayout,
+  ensureTracefs,
+  Link,
+  PinnedMap,
+  possibleCpus,
+} from "../mod.ts";
 import { kernelTest, ROOT, scratch, spawnUnlinker } from "./_helpers.ts";
 
 const text = new TextDecoder();
@@ -94,6 +102,33 @@ kernelTest(
     const perCpu = calls.perCpuValues(calls.lookup(new Uint8Array(4))!);
     assert.equal(perCpu.length, possibleCpus());
     assert.equal(perCpu.reduce((sum, v) => sum + u64(v), 0n), 3n);
+
+    // The same through layouts: keys encoded, values decoded.
+    const byComm = counts.typed(
+      defineLayout("comm", 16, { comm: ["char[16]", 0] }),
+      defineLayout("count", 8, { n: ["u64n", 0] }),
+    );
+    assert.deepEqual([...byComm.entries()], [[{ comm: "dbpf_unlinker" }, { n: 3n }]]);
+    assert.deepEqual(byComm.get({ comm: "dbpf_unlinker" }), { n: 3n });
+    byComm.set({ comm: "typed" }, { n: 41n }, "noexist");
+    assert.deepEqual(byComm.get({ comm: "typed" }), { n: 41n });
+    assert.equal(byComm.delete({ comm: "typed" }), true);
+    assert.equal(byComm.get({ comm: "typed" }), undefined);
+    const perCpuCalls = calls.typed(
+      defineLayout("key", 4, { i: ["u32", 0] }),
+      defineLayout("calls", 8, { n: ["u64n", 0] }),
+    );
+    const slots = perCpuCalls.getPerCpu({ i: 0 })!;
+    assert.equal(slots.reduce((sum, v) => sum + v.n, 0n), 3n);
+    assert.throws(() => perCpuCalls.get({ i: 0 }), /is per-CPU: use getPerCpu/);
+    assert.throws(
+      () =>
+        counts.typed(
+          defineLayout("k", 8, { k: ["u64", 0] }),
+          defineLayout("v", 8, { v: ["u64", 0] }),
+        ),
+      /has 16-byte keys; layout "k" is 8 bytes/,
+    );
 
     // Writes: update modes, delete, lookupAndDelete, clear.
     const value = new Uint8Array(8);
