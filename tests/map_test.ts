@@ -15,7 +15,7 @@ import {
   PinnedMap,
   possibleCpus,
 } from "../mod.ts";
-import { kernelTest, ROOT, scratch, spawnUnlinker } from "./_helpers.ts";
+import { compileFixture, kernelTest, scratch, spawnUnlinker } from "./_helpers.ts";
 
 const text = new TextDecoder();
 const comm = (key: Uint8Array) => text.decode(key.subarray(0, key.indexOf(0)));
@@ -27,30 +27,9 @@ const key16 = (s: string) => {
   return key;
 };
 
-async function compile(): Promise<string> {
-  const out = Deno.makeTempFileSync({ suffix: ".bpf.o" });
-  const cc = await new Deno.Command("clang", {
-    args: [
-      "-O2",
-      "-g",
-      "-target",
-      "bpf",
-      `-I/usr/include/${Deno.build.arch}-linux-gnu`,
-      "-c",
-      `${ROOT}tests/fixtures/maps.bpf.c`,
-      "-o",
-      out,
-    ],
-  }).output();
-  assert.ok(cc.success, text.decode(cc.stderr));
-  return out;
-}
-
 /** Loads the fixture with only `program` and the pid filter set. */
 async function load(program: string, pid: number): Promise<BpfObject> {
-  const path = await compile();
-  const obj = BpfObject.openFile(path);
-  Deno.removeSync(path);
+  const obj = BpfObject.openMem(await compileFixture("maps"), "maps");
   obj.setConst("targ_tgid", pid);
   for (const p of obj.programs) p.autoload = p.name === program;
   obj.load();
