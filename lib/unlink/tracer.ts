@@ -7,15 +7,17 @@
  * per `do_unlinkat` call.
  *
  * @example Print the next ten unlinks (needs root)
- * ```ts ignore
+ * ```ts
  * import { UnlinkTracer } from "./tracer.ts";
  *
- * using tracer = UnlinkTracer.open({ failedOnly: false });
- * console.error(`attached via ${tracer.method}`);
- * let n = 0;
- * for await (const e of tracer) {
- *   console.log(e.tgid, e.comm, e.filename, e.ret);
- *   if (++n === 10) break;
+ * export async function printTen(): Promise<void> {
+ *   using tracer = UnlinkTracer.open({ failedOnly: false });
+ *   console.error(`attached via ${tracer.method}`);
+ *   let n = 0;
+ *   for await (const e of tracer) {
+ *     console.log(e.tgid, e.comm, e.filename, e.ret);
+ *     if (++n === 10) break;
+ *   }
  * }
  * ```
  *
@@ -214,6 +216,19 @@ function preflight(): void {
 /**
  * A running unlink tracer: the loaded object, its links and its ring buffer.
  * Iterate it for events; close it (or let `using` do it) to detach.
+ *
+ * @example Watch one user's failed unlinks until Ctrl-C (needs root)
+ * ```ts
+ * import { UnlinkTracer } from "./tracer.ts";
+ *
+ * export async function watchFailures(uid: number): Promise<void> {
+ *   using tracer = UnlinkTracer.open({ uid, failedOnly: true });
+ *   for (const s of tracer.skipped) console.error(`${s.method} skipped: ${s.reason}`);
+ *   Deno.addSignalListener("SIGINT", () => tracer.stop());
+ *   for await (const e of tracer) console.log(`${e.comm}[${e.tgid}] ${e.filename}: ${e.ret}`);
+ *   console.error(`${tracer.lost} events lost`);
+ * }
+ * ```
  */
 export class UnlinkTracer implements Disposable, AsyncIterable<UnlinkEvent> {
   #obj: BpfObject;
