@@ -5,19 +5,21 @@
  * here; per-CPU maps hand back one value per possible CPU.
  *
  * @example Count unlinks per comm in a hash map, then read and clear it (needs root)
- * ```ts ignore
- * import { BpfObject } from "../mod.ts";
+ * ```ts
+ * import { BpfObject } from "./object.ts";
  *
- * using obj = BpfObject.openFile("counts.bpf.o");
- * obj.load();
- * using _link = obj.program("count_unlinks").attach();
- * await new Promise((r) => setTimeout(r, 1000));
- * const counts = obj.map("counts");
- * for (const [key, value] of counts.entries()) {
- *   const comm = new TextDecoder().decode(key).replace(/\0.*$/s, "");
- *   console.log(comm, new DataView(value.buffer).getBigUint64(0, true));
+ * export async function countFor(path: string, ms: number): Promise<void> {
+ *   using obj = BpfObject.openFile(path);
+ *   obj.load();
+ *   using _link = obj.program("count_unlinks").attach();
+ *   await new Promise((r) => setTimeout(r, ms));
+ *   const counts = obj.map("counts");
+ *   for (const [key, value] of counts.entries()) {
+ *     const comm = new TextDecoder().decode(key).replace(/\0.*$/s, "");
+ *     console.log(comm, new DataView(value.buffer).getBigUint64(0, true));
+ *   }
+ *   counts.clear();
  * }
- * counts.clear();
  * ```
  *
  * @module
@@ -134,6 +136,19 @@ function mapInfo(fd: number): MapInfo {
  * The operations every loaded map has. Keys and values are bytes; a per-CPU
  * map's value holds one 8-byte-aligned slot per possible CPU (see
  * {@linkcode MapHandle.valueBufferSize}).
+ *
+ * @example Sum a per-CPU counter at key 0
+ * ```ts
+ * import type { MapHandle } from "./map.ts";
+ *
+ * export function total(map: MapHandle): bigint {
+ *   const value = map.lookup(new Uint8Array(map.keySize));
+ *   if (!value) return 0n;
+ *   let sum = 0n;
+ *   for (const v of map.perCpuValues(value)) sum += new DataView(v.buffer, v.byteOffset).getBigUint64(0, true);
+ *   return sum;
+ * }
+ * ```
  */
 export abstract class MapHandle {
   /** The map's fd; throws a TypeError once the map's owner is closed. */
@@ -374,6 +389,20 @@ export abstract class MapHandle {
 /**
  * A map seen through a key layout and a value layout: decoded objects in,
  * decoded objects out. Made by {@linkcode MapHandle.typed}.
+ *
+ * @example Set and read a per-pid limit
+ * ```ts
+ * import { defineLayout } from "./layout.ts";
+ * import type { BpfMap } from "./map.ts";
+ *
+ * const pid = defineLayout("pid", 4, { pid: ["u32", 0] });
+ * const limit = defineLayout("limit", 8, { bytes: ["u64n", 0] });
+ * export function setLimit(limits: BpfMap, p: number, bytes: bigint): void {
+ *   const view = limits.typed(pid, limit);
+ *   view.set({ pid: p }, { bytes });
+ *   console.log(view.get({ pid: p })); // { bytes }
+ * }
+ * ```
  */
 export class TypedMap<K extends AnyLayout, V extends AnyLayout> {
   #map: MapHandle;
@@ -444,7 +473,23 @@ export class TypedMap<K extends AnyLayout, V extends AnyLayout> {
   }
 }
 
-/** A map of a {@linkcode BpfObject}: borrowed, valid while the object is open. */
+/**
+ * A map of a {@linkcode BpfObject}: borrowed, valid while the object is open.
+ * Before load its size can be set; after load it can be read, written and
+ * pinned.
+ *
+ * @example Size a ring buffer before load, then pin a map
+ * ```ts
+ * import { BpfObject } from "./object.ts";
+ *
+ * export function loadAndPin(path: string): void {
+ *   using obj = BpfObject.openFile(path);
+ *   obj.map("events").maxEntries = 8 * 1024 * 1024;
+ *   obj.load();
+ *   obj.map("counts").pin("/sys/fs/bpf/counts");
+ * }
+ * ```
+ */
 export class BpfMap extends MapHandle {
   #owner: { readonly unsafeHandle: Deno.PointerValue };
   #ptr: Deno.PointerObject;
@@ -515,7 +560,19 @@ export class BpfMap extends MapHandle {
 /** Safety net: a pinned map dropped without close() still gets its fd closed. */
 const unclosedFds = new FinalizationRegistry<number>((fd) => c().close(fd));
 
-/** A map pinned in bpffs, opened by path. Owns its fd. */
+/**
+ * A map pinned in bpffs, opened by path. Owns its fd.
+ *
+ * @example Read a map another process pinned
+ * ```ts
+ * import { PinnedMap } from "./map.ts";
+ *
+ * export function keysOf(path: string): number {
+ *   using map = PinnedMap.open(path);
+ *   return [...map.keys()].length;
+ * }
+ * ```
+ */
 export class PinnedMap extends MapHandle implements Disposable {
   #fd: number;
   #path: string;

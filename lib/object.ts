@@ -5,14 +5,16 @@
  * then dispose in reverse, which `using` declarations do by themselves.
  *
  * @example Load an object and attach one program (needs root)
- * ```ts ignore
+ * ```ts
  * import { BpfObject } from "./object.ts";
  *
- * using obj = BpfObject.openFile("bpf/unlink.bpf.o");
- * obj.setConst("targ_tgid", Deno.pid);
- * for (const prog of obj.programs) prog.autoload = prog.name.startsWith("tp_");
- * obj.load();
- * using link = obj.program("tp_enter_unlinkat").attach();
+ * export function attachOne(): void {
+ *   using obj = BpfObject.openFile("bpf/unlink.bpf.o");
+ *   obj.setConst("targ_tgid", Deno.pid);
+ *   for (const prog of obj.programs) prog.autoload = prog.name.startsWith("tp_");
+ *   obj.load();
+ *   using _link = obj.program("tp_enter_unlinkat").attach();
+ * }
  * ```
  *
  * @module
@@ -42,7 +44,23 @@ function live<T>(ptr: T | null, what: string): T {
   return ptr;
 }
 
-/** A compiled BPF ELF object, opened by libbpf. Owns its programs and maps. */
+/**
+ * A compiled BPF ELF object, opened by libbpf. Owns its programs and maps.
+ *
+ * @example Open an embedded object, configure it, load it
+ * ```ts
+ * import { UNLINK_BPF_O } from "../bpf/unlink_bpf.ts";
+ * import { BpfObject } from "./object.ts";
+ *
+ * export function loadTracepoints(pid: number): BpfObject {
+ *   const obj = BpfObject.openMem(UNLINK_BPF_O, "unlink");
+ *   obj.setConst("targ_tgid", pid);
+ *   for (const p of obj.programs) p.autoload = p.section.startsWith("tracepoint/");
+ *   obj.load(); // a VerifierError carries the verifier's log
+ *   return obj;
+ * }
+ * ```
+ */
 export class BpfObject implements Disposable {
   #ptr: Deno.PointerObject | null;
   #name: string;
@@ -294,7 +312,19 @@ function writeVariable(
   throw new TypeError(`"${name}" is ${shape.size} bytes: not a scalar`);
 }
 
-/** A program inside a {@linkcode BpfObject}; borrowed, valid while it is open. */
+/**
+ * A program inside a {@linkcode BpfObject}; borrowed, valid while it is open.
+ *
+ * @example Attach by section name, or pick the target at run time
+ * ```ts
+ * import type { BpfObject, Link } from "./object.ts";
+ *
+ * export function attachAll(obj: BpfObject, fn?: string): Link[] {
+ *   const prog = obj.program("on_call");
+ *   return [fn ? prog.attachKprobe(fn) : prog.attach()];
+ * }
+ * ```
+ */
 export class Program {
   #obj: BpfObject;
   #ptr: Deno.PointerObject;
@@ -446,7 +476,23 @@ export interface UprobeOptions {
   retprobe?: boolean;
 }
 
-/** An attached program. Closing it detaches (unless it is pinned). */
+/**
+ * An attached program. Closing it detaches (unless it is pinned).
+ *
+ * @example Keep a program attached after this process exits
+ * ```ts
+ * import { type BpfObject, Link } from "./object.ts";
+ *
+ * export function pinForever(obj: BpfObject, path: string): void {
+ *   using link = obj.program("on_exec").attachTracepoint("sched", "sched_process_exec");
+ *   link.pin(path); // later: Link.open(path).unpin()
+ * }
+ * export function detach(path: string): void {
+ *   using link = Link.open(path);
+ *   link.unpin();
+ * }
+ * ```
+ */
 export class Link implements Disposable {
   #ptr: Deno.PointerObject | null;
 
