@@ -170,6 +170,8 @@ Deno.test("BpfObject sets const volatile globals by name before load, and refuse
       "fentry/do_unlinkat",
       "fexit/do_unlinkat",
       "kprobe/do_unlinkat",
+      "kprobe/do_unlinkat",
+      "kretprobe/do_unlinkat",
       "kretprobe/do_unlinkat",
       "tracepoint/syscalls/sys_enter_unlink",
       "tracepoint/syscalls/sys_exit_unlink",
