@@ -188,3 +188,43 @@ export function unlinkRecord(fields: RecordFields = {}): Uint8Array {
   bytes.set((fields.filename ?? text.encode("/tmp/x")).subarray(0, 255), F.filename[1]);
   return bytes;
 }
+
+const compiled = new Map<string, Promise<Uint8Array>>();
+
+/**
+ * Compiles `tests/fixtures/<name>.bpf.c` with clang (BTF included, `bpf/`
+ * on the include path) and returns the object's bytes, once per name.
+ */
+export function compileFixture(name: string): Promise<Uint8Array> {
+  let bytes = compiled.get(name);
+  if (!bytes) {
+    bytes = (async () => {
+      const out = Deno.makeTempFileSync({ suffix: ".bpf.o" });
+      try {
+        const cc = await new Deno.Command("clang", {
+          args: [
+            "-O2",
+            "-g",
+            "-target",
+            "bpf",
+            `-I/usr/include/${Deno.build.arch}-linux-gnu`,
+            `-I${root}bpf`,
+            "-c",
+            `${root}tests/fixtures/${name}.bpf.c`,
+            "-o",
+            out,
+          ],
+          stderr: "piped",
+        }).output();
+        if (!cc.success) {
+          throw new Error(`clang failed on ${name}.bpf.c:\n${new TextDecoder().decode(cc.stderr)}`);
+        }
+        return Deno.readFileSync(out);
+      } finally {
+        Deno.removeSync(out);
+      }
+    })();
+    compiled.set(name, bytes);
+  }
+  return bytes;
+}
