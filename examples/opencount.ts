@@ -2,8 +2,8 @@
 // opencount: openat(2) calls per command name; every interval, the top N, then the map is cleared.
 //   sudo deno run --allow-ffi --allow-env examples/opencount.ts [--interval 1] [--top 10] [--count N]
 import { parseArgs } from "node:util";
-import { decodeCString, ensureTracefs } from "../mod.ts";
-import { open } from "./opencount_bpf.ts";
+import { ensureTracefs } from "../mod.ts";
+import { commKey, open, openCount } from "./opencount_bpf.ts";
 
 const USAGE = "Usage: opencount.ts [--interval SECONDS] [--top N] [--count TABLES]";
 const num = { type: "string" } as const; // a number, parsed below
@@ -33,19 +33,15 @@ try {
   skel.load();
   ensureTracefs(); // attaching to a tracepoint reads its id there; mounts it if missing
   skel.attach();
-  const counts = skel.maps.counts;
+  const counts = skel.maps.counts.typed(commKey, openCount); // struct comm_key -> struct open_count
   console.log("Counting openat() per command... Ctrl-C to end.");
   for (let n = 0; n < count; n++) {
     const tick = new Promise<boolean>((done) => setTimeout(done, interval * 1000, false));
     const stopped = await Promise.race([tick, stop.promise]);
-    const rows = counts.lookupBatch().map(([k, v]) => ({
-      comm: decodeCString(k, 0, 16),
-      opens: new BigUint64Array(v.buffer)[0],
-    }));
+    const rows = [...counts.entries()].sort(([, a], [, b]) => b.opens - a.opens);
     counts.clear();
-    rows.sort((a, b) => Number(b.opens - a.opens));
     console.log(`\n${new Date().toTimeString().slice(0, 8)}\n${"COMM".padEnd(16)} OPENS`);
-    for (const { comm, opens } of rows.slice(0, top)) console.log(`${comm.padEnd(16)} ${opens}`);
+    for (const [k, v] of rows.slice(0, top)) console.log(`${k.comm.padEnd(16)} ${v.opens}`);
     if (stopped) break;
   }
 } catch (error) {
