@@ -18,8 +18,7 @@ struct {
 	__uint(max_entries, 64 * 1024);
 } events SEC(".maps");
 
-SEC("uretprobe")
-int BPF_KRETPROBE(on_readline_return, const char *line)
+static __always_inline int send_line(const char *line)
 {
 	struct readline_event *e;
 
@@ -32,4 +31,18 @@ int BPF_KRETPROBE(on_readline_return, const char *line)
 	bpf_probe_read_user_str(e->line, sizeof(e->line), line);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(on_readline_return, const char *line)
+{
+	return send_line(line);
+}
+
+/* The same for arm64, whose return register (x0) bpf_tracing.h cannot name
+ * in this x86 build: readline.ts loads the one that matches the machine. */
+SEC("uretprobe")
+int on_readline_return_arm64(struct user_pt_regs *regs)
+{
+	return send_line((const char *)regs->regs[0]);
 }

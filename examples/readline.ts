@@ -47,10 +47,14 @@ try {
 
 try {
   using skel = open(); // checks readlineEvent against the object's BTF
+  // One program per architecture reads the return register; load only this machine's.
+  const arm64 = Deno.build.arch === "aarch64";
+  skel.programs.on_readline_return.autoload = !arm64;
+  skel.programs.on_readline_return_arm64.autoload = arm64;
   skel.load();
+  const program = arm64 ? skel.programs.on_readline_return_arm64 : skel.programs.on_readline_return;
   // The section is a bare SEC("uretprobe"): the target is chosen here, at run time.
-  using _link = skel.programs.on_readline_return
-    .attachUprobe(binary, { symbol: "readline", retprobe: true });
+  using _link = program.attachUprobe(binary, { symbol: "readline", retprobe: true });
   using ring = new RingBuffer(skel.maps.events);
   for (const s of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(s, () => ring.stop());
 
