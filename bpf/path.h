@@ -255,6 +255,36 @@ static __always_inline __u32 path_resolve_at(struct path_scratch *s, int dfd, co
 	return flags;
 }
 
+/*
+ * Resolves a dentry that the kernel has looked up, on the mount of dir (as
+ * security_path_unlink(dir, dentry) receives them), into s: the walk starts
+ * at the file itself, so the path is canonical (symlinks and ".." resolved).
+ * Returns PATH_F_* flags, 0 for a whole absolute path.
+ */
+static __always_inline __u32 path_resolve_dentry(struct path_scratch *s, const struct path *dir,
+						 struct dentry *dentry, struct path_span *span)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fs_struct *fs = BPF_CORE_READ(task, fs);
+	struct vfsmount *vfsmnt = BPF_CORE_READ(dir, mnt);
+	struct dentry *root_dentry = BPF_CORE_READ(fs, root.dentry);
+	struct vfsmount *root_mnt = BPF_CORE_READ(fs, root.mnt);
+	__u32 flags = 0, start;
+
+	start = path_walk_dir(s, dentry, vfsmnt, root_dentry, root_mnt, &flags);
+	if (start >= PATH_KEEP) { /* the root itself */
+		start = PATH_KEEP - 1;
+		s->buf[PATH_KEEP - 1] = '/';
+	}
+	if (start == 0) { /* PATH_KEEP bytes: one too many */
+		start = 1;
+		flags |= PATH_F_TRUNCATED;
+	}
+	span->start = start;
+	span->len = PATH_KEEP - start;
+	return flags;
+}
+
 /* Copies the resolved path into out (char[PATH_KEEP]), NUL-terminated; returns its length. */
 static __always_inline __u32 path_copy(char *out, struct path_scratch *s,
 				       const struct path_span *span)

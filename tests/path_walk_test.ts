@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import { BpfObject, checkLayout, defineLayout, ensureTracefs, RingBuffer } from "../mod.ts";
 import { normalizePath } from "../lib/unlink/_path.ts";
 import {
+  kernelSkipReason,
   kernelTest,
   ROOT,
   scratch,
@@ -69,23 +70,37 @@ function fixtureBytes(): Promise<Uint8Array> {
   return compiled;
 }
 
+/** Which programs of the fixture run: the syscall tracepoints, or fentry on security_path_unlink. */
+type Method = "tracepoint" | "fentry";
+
+/** The fixture opened with `method`'s programs enabled. */
+async function openFixture(method: Method): Promise<BpfObject> {
+  const obj = BpfObject.openMem(await fixtureBytes(), "path_walk");
+  obj.program("path_unlinkat").autoload = method === "tracepoint";
+  // arm64 has no unlink(2)
+  obj.program("path_unlink").autoload = method === "tracepoint" && Deno.build.arch === "x86_64";
+  obj.program("path_lsm_unlink").autoload = method === "fentry";
+  return obj;
+}
+
 /**
  * Runs the unlinker with `ops` while the fixture traces it; returns the
- * records in the order of the unlinks, and the child's results.
+ * records in the order of the unlinks, and the child's results. fentry sees
+ * only names that exist.
  */
 async function trace(
   ops: string[],
   options: UnlinkerOptions = {},
+  method: Method = "tracepoint",
 ): Promise<{ events: PathEvent[]; results: UnlinkResult[] }> {
   ensureTracefs();
   const child = await spawnUnlinker(ops, options);
-  using obj = BpfObject.openMem(await fixtureBytes(), "path_walk");
-  obj.program("path_unlink").autoload = Deno.build.arch === "x86_64"; // arm64 has no unlink(2)
+  using obj = await openFixture(method);
   obj.setConst("targ_tgid", child.pid);
   obj.load();
   checkLayout(pathEvent, obj.btf.struct("path_event"));
-  using _at = obj.program("path_unlinkat").attach();
-  using _un = Deno.build.arch === "x86_64" ? obj.program("path_unlink").attach() : undefined;
+  using _links = new DisposableStack();
+  for (const prog of obj.programs) if (prog.autoload) _links.use(prog.attach());
   using ring = new RingBuffer(obj.map("events"));
   const results = await child.go();
   const events: PathEvent[] = [];
@@ -93,9 +108,24 @@ async function trace(
     const { flags, dfd, path } = pathEvent.decode(bytes, offset, length);
     events.push({ flags, dfd, path });
   });
-  const unlinks = results.filter((r) => r.op.startsWith("unlink"));
+  const unlinks = results.filter((r) =>
+    r.op.startsWith("unlink") && (method === "tracepoint" || r.errno !== 2)
+  );
   assert.equal(events.length, unlinks.length, `one record per unlink: ${JSON.stringify(events)}`);
   return { events, results };
+}
+
+/** Why the fentry program cannot load here (the 6.18 host refuses fentry), or undefined. */
+async function fentrySkipReason(): Promise<string | undefined> {
+  const reason = kernelSkipReason();
+  if (reason) return reason;
+  try {
+    using obj = await openFixture("fentry");
+    obj.load();
+    return undefined;
+  } catch (error) {
+    return `fentry on security_path_unlink does not load here: ${(error as Error).message}`;
+  }
 }
 
 /** A scratch dir by its real path, so expected paths match what the kernel walks. */
@@ -270,3 +300,68 @@ kernelTest("a failed unlink of a missing file still gets its path", async () => 
     `${dir}/missing`,
   ]]);
 });
+
+const noFentry = await fentrySkipReason();
+if (noFentry) console.log(`skipping the fentry tests: ${noFentry}`);
+
+/** A test of the fentry walk, where fentry loads (the 6.18 host refuses it: see KERNEL.md). */
+function fentryTest(name: string, fn: () => Promise<void>): void {
+  Deno.test({ name, ignore: noFentry !== undefined, fn, sanitizeResources: false });
+}
+
+fentryTest("fentry on security_path_unlink resolves names canonically", async () => {
+  const dir = realScratch(["f", "a/", "b", "sub/", "sub/g", "deep/", "deep/real2/", "deep/h"]);
+  Deno.symlinkSync(`${dir}/deep/real2`, `${dir}/link2`);
+  const { events, results } = await trace(
+    ["unlink:f", "unlink:a/../b", `unlinkatdir:${dir}/sub:g`, "unlink:link2/../h", "unlink:nope"],
+    { cwd: dir },
+    "fentry",
+  );
+  Deno.removeSync(dir, { recursive: true });
+  assert.deepEqual(results.map((r) => r.ret), [0, 0, 0, 0, -1]);
+  // Right where the lexical answer is wrong: the file deleted was deep/h.
+  assert.deepEqual(events.map((e) => [e.flags, e.dfd, e.path]), [
+    [0, -1, `${dir}/f`],
+    [0, -1, `${dir}/b`],
+    [0, -1, `${dir}/sub/g`],
+    [0, -1, `${dir}/deep/h`],
+  ]);
+});
+
+fentryTest("fentry on security_path_unlink sees bind mounts, tmpfs and chroots", async () => {
+  const dir = realScratch(["src/", "src/f", "dst/", "mnt/", "jail/", "jail/a/", "jail/a/j"]);
+  const m = `${dir}/mnt`;
+  const { events, results } = await trace(
+    [`unlink:${dir}/dst/f`, `unlink:${m}/t`, `chroot:${dir}/jail`, "unlink:/a/j"],
+    {
+      wrap: inPrivateMounts(
+        `mount --bind ${dir}/src ${dir}/dst && mount -t tmpfs tmpfs ${m} && touch ${m}/t`,
+      ),
+    },
+    "fentry",
+  );
+  Deno.removeSync(dir, { recursive: true });
+  assert.deepEqual(results.map((r) => r.ret), [0, 0, 0, 0]);
+  assert.deepEqual(events.map((e) => [e.flags, e.path]), [
+    [0, `${dir}/dst/f`],
+    [0, `${m}/t`],
+    [0, "/a/j"],
+  ]);
+});
+
+fentryTest(
+  "fentry on security_path_unlink reports a tree deeper than the walk as partial",
+  async () => {
+    const dir = realScratch([]);
+    const bottom = `${dir}${"/d".repeat(DEPTH + 6)}`;
+    Deno.mkdirSync(bottom, { recursive: true });
+    Deno.writeTextFileSync(`${bottom}/f`, "");
+    const { events } = await trace(["unlink:f"], { cwd: bottom }, "fentry");
+    Deno.removeSync(dir, { recursive: true });
+    // The file itself is one of the walk's steps.
+    assert.deepEqual(events.map((e) => [e.flags, e.path]), [[
+      PARTIAL,
+      `${"/d".repeat(DEPTH - 1)}/f`,
+    ]]);
+  },
+);
