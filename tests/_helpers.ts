@@ -78,10 +78,28 @@ export interface Unlinker {
   go(): Promise<UnlinkResult[]>;
 }
 
+/** Where and how {@linkcode spawnUnlinker} starts the child. */
+export interface UnlinkerOptions {
+  /** The child's working directory. */
+  cwd?: string;
+  /**
+   * A command that execs its trailing arguments (the child's command line)
+   * in the same process, so the pid stays the child's: e.g.
+   * `["unshare", "-m", "sh", "-c", 'mount ... && exec "$@"', "sh"]`.
+   */
+  wrap?: string[];
+}
+
 /** Starts `tests/_unlinker.ts` with `ops` (e.g. `"unlink:/tmp/x"`). */
-export async function spawnUnlinker(ops: string[]): Promise<Unlinker> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${root}tests/_unlinker.ts`, ...ops],
+export async function spawnUnlinker(
+  ops: string[],
+  options: UnlinkerOptions = {},
+): Promise<Unlinker> {
+  const argv = [Deno.execPath(), "run", "-A", `${root}tests/_unlinker.ts`, ...ops];
+  const [program, ...args] = [...(options.wrap ?? []), ...argv];
+  const child = new Deno.Command(program, {
+    args,
+    cwd: options.cwd,
     stdin: "piped",
     stdout: "piped",
   }).spawn();
