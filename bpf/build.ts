@@ -1,9 +1,10 @@
 /**
  * Builds the BPF objects and their TypeScript modules, with the same
  * generator as `deno task gen` (lib/skeleton.ts): each module embeds its
- * object and exports typed `open()`, record layouts and settings.
+ * object and exports typed `open()`, record layouts and settings. It builds
+ * the unlink tool's objects in bpf/ and the examples' in examples/.
  *
- *   deno task build:bpf            # rebuild bpf/*.bpf.o and bpf/*_bpf.ts
+ *   deno task build:bpf            # rebuild bpf/ and examples/ *.bpf.o and *_bpf.ts
  *   deno task build:bpf --check    # rebuild in a temp dir; fail if the committed copies differ
  *
  * Needs clang and llvm-strip (Debian: apt-get install clang llvm libbpf-dev).
@@ -16,8 +17,21 @@
 import { parseArgs } from "node:util";
 import { generateSkeleton } from "../lib/skeleton.ts";
 
-const TOOLS = ["unlink", "printk"] as const;
-const here = new URL(".", import.meta.url).pathname;
+const root = new URL("..", import.meta.url).pathname;
+
+/**
+ * What is built, by folder: the project's own tools import the generator's
+ * runtime directly (mod.ts imports them); the examples import the library
+ * as any user's tool does.
+ */
+const SETS = [
+  { dir: "bpf", tools: ["unlink", "printk"], import: "../lib/skeleton.ts" },
+  {
+    dir: "examples",
+    tools: ["opensnoop", "opencount", "execsnoop", "readline"],
+    import: "../mod.ts",
+  },
+] as const;
 
 async function run(cmd: string, args: string[], cwd: string): Promise<void> {
   let out: Deno.CommandOutput;
@@ -47,34 +61,37 @@ function archFlags(): string[] {
   return ["-D__TARGET_ARCH_x86", `-I/usr/include/${triple}`];
 }
 
-/** Compiles every tool into `outDir`; returns the files written. */
+/** Compiles every tool into `outDir/<folder>/`; returns the files written, relative to it. */
 async function build(outDir: string): Promise<string[]> {
   const written: string[] = [];
-  for (const tool of TOOLS) {
-    const obj = `${outDir}/${tool}.bpf.o`;
-    await run("clang", [
-      "-O2",
-      "-g",
-      "-target",
-      "bpf",
-      `-fdebug-prefix-map=${here}=.`,
-      `-fdebug-prefix-map=${here.replace(/\/$/, "")}=.`,
-      ...archFlags(),
-      "-c",
-      `${tool}.bpf.c`,
-      "-o",
-      obj,
-    ], here);
-    await run("llvm-strip", ["-g", obj], here);
-    const ts = `${outDir}/${tool}_bpf.ts`;
-    const module = generateSkeleton(await Deno.readFile(obj), {
-      name: tool,
-      import: "../lib/skeleton.ts",
-      source: `bpf/${tool}.bpf.c`,
-      command: "deno task build:bpf",
-    });
-    await Deno.writeTextFile(ts, module);
-    written.push(obj, ts);
+  for (const set of SETS) {
+    const src = `${root}${set.dir}`;
+    await Deno.mkdir(`${outDir}/${set.dir}`, { recursive: true });
+    for (const tool of set.tools) {
+      const obj = `${outDir}/${set.dir}/${tool}.bpf.o`;
+      await run("clang", [
+        "-O2",
+        "-g",
+        "-target",
+        "bpf",
+        `-fdebug-prefix-map=${src}/=.`,
+        `-fdebug-prefix-map=${src}=.`,
+        ...archFlags(),
+        "-c",
+        `${tool}.bpf.c`,
+        "-o",
+        obj,
+      ], src);
+      await run("llvm-strip", ["-g", obj], src);
+      const module = generateSkeleton(await Deno.readFile(obj), {
+        name: tool,
+        import: set.import,
+        source: `${set.dir}/${tool}.bpf.c`,
+        command: "deno task build:bpf",
+      });
+      await Deno.writeTextFile(`${outDir}/${set.dir}/${tool}_bpf.ts`, module);
+      written.push(`${set.dir}/${tool}.bpf.o`, `${set.dir}/${tool}_bpf.ts`);
+    }
   }
   return written;
 }
@@ -89,20 +106,19 @@ async function main(args: string[]): Promise<number> {
     return 0;
   }
   if (!values.check) {
-    for (const f of await build(here)) console.log(`wrote ${f.replace(here, "bpf/")}`);
+    for (const f of await build(root)) console.log(`wrote ${f}`);
     return 0;
   }
   const tmp = await Deno.makeTempDir({ prefix: "deno_bpf_build_" });
   try {
     const stale: string[] = [];
-    for (const f of await build(tmp)) {
-      const name = f.slice(tmp.length + 1);
-      const fresh = await Deno.readFile(f);
-      const committed = await Deno.readFile(`${here}${name}`).catch(() => undefined);
+    for (const name of await build(tmp)) {
+      const fresh = await Deno.readFile(`${tmp}/${name}`);
+      const committed = await Deno.readFile(`${root}${name}`).catch(() => undefined);
       if (
         !committed || fresh.length !== committed.length || fresh.some((b, i) => b !== committed[i])
       ) {
-        stale.push(`bpf/${name}`);
+        stale.push(name);
       }
     }
     if (stale.length) {
@@ -111,7 +127,8 @@ async function main(args: string[]): Promise<number> {
       );
       return 1;
     }
-    console.log(`bpf/: committed objects match a fresh build (${TOOLS.join(", ")})`);
+    const tools = SETS.flatMap((set) => set.tools.map((tool) => `${set.dir}/${tool}`));
+    console.log(`committed objects match a fresh build (${tools.join(", ")})`);
     return 0;
   } finally {
     await Deno.remove(tmp, { recursive: true });

@@ -7,7 +7,7 @@
  *
  * Deno permissions: `--allow-ffi` (libbpf) and `--allow-env` (`LIBBPF_PATH`).
  * Ctrl-C or SIGTERM stops. The BPF program is examples/execsnoop.bpf.c, with
- * its record in examples/execsnoop.h; examples/build.ts rebuilds it and its
+ * its record in examples/execsnoop.h; `deno task build:bpf` rebuilds it and its
  * generated skeleton, examples/execsnoop_bpf.ts.
  *
  * @module

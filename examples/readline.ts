@@ -8,7 +8,7 @@
  * Deno permissions: `--allow-ffi` (libbpf, which also reads the binary's
  * symbols) and `--allow-env` (`LIBBPF_PATH`). Ctrl-C or SIGTERM stops.
  * The BPF program is examples/readline.bpf.c, with its record in
- * examples/readline.h; examples/build.ts rebuilds it and its generated
+ * examples/readline.h; `deno task build:bpf` rebuilds it and its generated
  * skeleton, examples/readline_bpf.ts.
  *
  * @module

@@ -14,7 +14,7 @@ const CI = Deno.env.get("CI") === "true";
 if (!hasClang && !CI) console.log("skipping the stale-object check: needs clang and llvm");
 
 Deno.test({
-  name: "bpf/*.bpf.o and bpf/*_bpf.ts match a fresh build of bpf/*.bpf.c",
+  name: "the committed *.bpf.o and *_bpf.ts of bpf/ and examples/ match a fresh build of their C",
   ignore: !hasClang && !CI,
   fn: async () => {
     const out = await new Deno.Command(Deno.execPath(), {

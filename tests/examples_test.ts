@@ -165,40 +165,6 @@ for (const name of EXAMPLES) {
   });
 }
 
-const hasClang = (() => {
-  try {
-    return new Deno.Command("clang", { args: ["--version"], stdout: "null" }).outputSync().success;
-  } catch {
-    return false;
-  }
-})();
-const CI = Deno.env.get("CI") === "true";
-if (!hasClang && !CI) {
-  console.log("skipping the examples' stale-object check: needs clang and llvm");
-}
-
-Deno.test({
-  name: "examples/*.bpf.o and *_bpf.ts match a fresh build of examples/*.bpf.c",
-  ignore: !hasClang && !CI,
-  fn: async () => {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-read",
-        "--allow-write",
-        "--allow-run",
-        `${ROOT}examples/build.ts`,
-        "--check",
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const text = new TextDecoder();
-    assert.ok(out.success, text.decode(out.stderr));
-    assert.match(text.decode(out.stdout), /committed objects match a fresh build/);
-  },
-});
-
 kernelTest(
   "opensnoop.ts -p shows one process's successful and failed opens, exactly, and exits 0 on Ctrl-C",
   async () => {
