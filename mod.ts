@@ -1,13 +1,29 @@
 /**
- * deno_bpf: eBPF from TypeScript. Binds the system's libbpf with
- * `Deno.dlopen` (no compiler, no helper binary) and traces who deletes which
- * file, and whether it worked.
+ * deno_bpf: eBPF from TypeScript. It binds the system's libbpf with
+ * `Deno.dlopen`, so it needs no compiler and no helper binary, and it comes
+ * in two layers:
+ *
+ * - **A general libbpf binding**: open, configure, load and attach BPF
+ *   objects ({@linkcode BpfObject}, {@linkcode Program}, {@linkcode Link}),
+ *   attach at run time (tracepoints, raw tracepoints, kprobes, uprobes,
+ *   fentry targets), read and write maps ({@linkcode BpfMap},
+ *   {@linkcode PinnedMap}), read ring buffers and perf buffers
+ *   ({@linkcode RingBuffer}, {@linkcode PerfBuffer}) into typed records
+ *   ({@linkcode defineLayout}, {@linkcode layoutFromBtf}, checked against
+ *   the object's BTF), generate typed skeletons ({@linkcode generateSkeleton},
+ *   `deno task gen`), and probe what the kernel offers
+ *   ({@linkcode hasMapType}, {@linkcode hasProgramType}).
+ * - **The unlink tracer built on it**: who deletes which file, and whether it
+ *   worked ({@linkcode UnlinkTracer}). Its output formats and doctor are in
+ *   `./lib/unlink/mod.ts` (the `./unlink` export).
  *
  * Needs Linux >= 5.8 with BTF, libbpf >= 1.0, root (or CAP_BPF and
- * CAP_PERFMON), and `--allow-ffi` (unscoped: scoped FFI grants break pointer
- * views) plus `--allow-read`/`--allow-write` for /proc, /sys and tracefs.
+ * CAP_PERFMON), and the Deno permissions `--allow-ffi` (unscoped: scoped FFI
+ * grants break pointer views) and `--allow-env`. /proc and /sys are read
+ * through libc, so `--allow-read` is not needed. Importing this module needs
+ * no permission: libbpf is opened on first use.
  *
- * @example Trace unlinks with the library (needs root)
+ * @example Trace failed unlinks with the library (needs root)
  * ```ts ignore
  * import { UnlinkTracer } from "./mod.ts";
  *
@@ -19,14 +35,28 @@
  * console.log(`lost ${tracer.lost}`);
  * ```
  *
+ * @example Count calls per command in a hash map of your own program (needs root)
+ * ```ts ignore
+ * import { BpfObject } from "./mod.ts";
+ *
+ * using obj = BpfObject.openFile("count.bpf.o");
+ * obj.load();
+ * using _link = obj.program("count").attachTracepoint("syscalls", "sys_enter_openat");
+ * await new Promise((r) => setTimeout(r, 1000));
+ * for (const [key, value] of obj.map("counts").entries()) {
+ *   console.log(new TextDecoder().decode(key), new DataView(value.buffer).getBigUint64(0, true));
+ * }
+ * ```
+ *
  * @module
  */
 
-export { libbpfVersionString } from "./lib/_ffi.ts";
+export { checkErrno, checkPtr, failure, libbpfVersionString } from "./lib/_ffi.ts";
 export {
   AttachError,
   BpfError,
   check,
+  type ErrorOptions,
   LayoutMismatchError,
   LibbpfNotFoundError,
   NotSupportedError,
@@ -35,8 +65,20 @@ export {
   verifierLog,
 } from "./lib/errors.ts";
 export { errnoDescription, errnoName } from "./lib/errno.ts";
-export { Btf, type BtfSlot, type BtfStruct } from "./lib/btf.ts";
 export {
+  Btf,
+  BtfData,
+  type BtfMember,
+  BtfReader,
+  type BtfShape,
+  type BtfSlot,
+  type BtfStruct,
+  type BtfVar,
+} from "./lib/btf.ts";
+export {
+  type AnyLayout,
+  type BigIntType,
+  type BtfStructSource,
   checkLayout,
   decodeCString,
   type Decoded,
@@ -46,23 +88,41 @@ export {
   type FieldSpec,
   type FieldType,
   type FieldValue,
+  type IntType,
   type Layout,
+  layoutFromBtf,
+  type LayoutFromBtfOptions,
+  type LayoutOptions,
+  type LayoutRecord,
   type RecordOf,
+  type ScalarType,
+  type Tail,
+  type TailValue,
 } from "./lib/layout.ts";
+export {
+  describeObject,
+  type GenerateOptions,
+  generateSkeleton,
+  type ObjectDescription,
+  type ObjectProgram,
+  type ObjectSetting,
+  openSkeleton,
+  Skeleton,
+  type SkeletonSpec,
+} from "./lib/skeleton.ts";
 export { type LogHandler, type LogLevel, logToStderr, setLogHandler, takeLog } from "./lib/log.ts";
 export { BpfObject, Link, Program, releaseFreedMemory, type UprobeOptions } from "./lib/object.ts";
 export {
   BpfMap,
   MAP_TYPES,
   MapHandle,
+  type MapInfo,
   type MapType,
   PinnedMap,
   possibleCpus,
   type UpdateMode,
 } from "./lib/map.ts";
 export {
-  type AttachProbe,
-  type AttachStage,
   hasHelper,
   hasMapType,
   hasProgramType,
@@ -70,32 +130,27 @@ export {
   HELPERS,
   PROGRAM_TYPES,
   type ProgramType,
-  tryAttach,
 } from "./lib/features.ts";
-export { type Check, doctor, type DoctorOptions, type DoctorReport } from "./lib/doctor.ts";
-export { type RecordHandler, RingBuffer, type RingBufferOptions } from "./lib/ring_buffer.ts";
+export {
+  checkRingSize,
+  MAX_RING_SIZE,
+  type RecordHandler,
+  RingBuffer,
+  type RingBufferOptions,
+  type RingRecordHandler,
+} from "./lib/ring_buffer.ts";
+export { RingParser } from "./lib/ring.ts";
+export { PerfBuffer, type PerfBufferOptions, type PerfRecordHandler } from "./lib/perf_buffer.ts";
 export { ensureTracefs, findTracefs, TRACEFS, TracePipe } from "./lib/tracefs.ts";
 export { monotonicToEpochMs } from "./lib/clock.ts";
 export {
   ATTACH_METHODS,
   type AttachMethod,
   DEFAULT_RING_SIZE,
-  isRingSize,
   type SkippedMethod,
+  UNLINK_F_NAME_TRUNCATED,
   type UnlinkEvent,
   unlinkEvent,
   UnlinkTracer,
   type UnlinkTracerOptions,
-} from "./lib/unlink.ts";
-export { type EventFormat, EventWriter } from "./lib/event_writer.ts";
-export {
-  attachText,
-  envelope,
-  errorOf,
-  eventData,
-  type EventJson,
-  formatJson,
-  formatText,
-  retText,
-  TEXT_HEADER,
-} from "./lib/format.ts";
+} from "./lib/unlink/tracer.ts";

@@ -8,7 +8,13 @@
  * @module
  */
 
-import { EventWriter, formatJson, formatText, type UnlinkEvent, unlinkEvent } from "../mod.ts";
+import {
+  EventWriter,
+  formatJson,
+  formatText,
+  type UnlinkEvent,
+  unlinkEvent,
+} from "../lib/unlink/mod.ts";
 
 /** One record as the kernel writes it, at a ring-like offset (after an 8-byte header). */
 function record(): { bytes: Uint8Array; offset: number } {
@@ -16,14 +22,15 @@ function record(): { bytes: Uint8Array; offset: number } {
   const bytes = new Uint8Array(offset + unlinkEvent.size);
   const view = new DataView(bytes.buffer, offset);
   const text = new TextEncoder();
-  view.setBigUint64(0, 123_456_789_012_345n, true); // ts_ns
-  view.setBigUint64(8, 4_321n, true); // latency_ns
-  view.setUint32(16, 4242, true); // tgid
-  view.setUint32(20, 4243, true); // tid
-  view.setUint32(24, 0, true); // uid
-  view.setInt32(28, 0, true); // ret
-  bytes.set(text.encode("dbpf_storm"), offset + 32);
-  bytes.set(text.encode("/dev/shm/dbpf_storm.4242"), offset + 48);
+  const F = unlinkEvent.fields;
+  view.setBigUint64(F.ts_ns[1], 123_456_789_012_345n, true);
+  view.setBigUint64(F.latency_ns[1], 4_321n, true);
+  view.setUint32(F.tgid[1], 4242, true);
+  view.setUint32(F.tid[1], 4243, true);
+  view.setUint32(F.uid[1], 0, true);
+  view.setInt32(F.ret[1], 0, true);
+  bytes.set(text.encode("dbpf_storm"), offset + F.comm[1]);
+  bytes.set(text.encode("/dev/shm/dbpf_storm.4242"), offset + F.filename[1]);
   return { bytes, offset };
 }
 

@@ -3,17 +3,21 @@
  * counts the events of a `for await` loop, and formats nothing.
  *
  *   sudo deno run -A bench/lib_consumer.ts [--mode tracepoint] [--comm NAME] [--stamp]
+ *     [--ring-size BYTES]
  *
  * stderr: `attached via MODE (module ready at A ms with R MiB RSS; open took
- * B ms, RSS now S MiB)` once attached (times from process start), then `N events, M lost` after SIGINT or
- * SIGTERM. With `--stamp`, stdout gets `<epoch ms when received> <filename>`
- * per event, for the delay measurement.
+ * B ms, RSS now S MiB)` once attached (times from process start), then
+ * `N events, M lost` after SIGINT or SIGTERM. SIGUSR1 prints
+ * `progress: events=N lost=M` at any time (tests/soak_test.ts marks its phases
+ * with it). Events are the records delivered from the ring; lost is the
+ * kernel's count of drops. With `--stamp`, stdout gets
+ * `<epoch ms when received> <filename>` per event, for the delay measurement.
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
-import { UnlinkTracer, type UnlinkTracerOptions } from "../lib/unlink.ts";
+import { UnlinkTracer, type UnlinkTracerOptions } from "../lib/unlink/mod.ts";
 
 const ready = performance.now();
 const rssMiB = () =>
@@ -25,6 +29,7 @@ const { values } = parseArgs({
     mode: { type: "string", default: "tracepoint" },
     comm: { type: "string" },
     stamp: { type: "boolean", default: false },
+    "ring-size": { type: "string" },
   },
 });
 const encoder = new TextEncoder();
@@ -35,17 +40,20 @@ try {
   using tracer = UnlinkTracer.open({
     mode: values.mode as UnlinkTracerOptions["mode"],
     comm: values.comm,
+    ringBufferSize: values["ring-size"] === undefined ? undefined : Number(values["ring-size"]),
   });
+  let events = 0;
   const stop = () => tracer.stop();
+  const progress = () => say(`progress: events=${events} lost=${tracer.lost}`);
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
+  Deno.addSignalListener("SIGUSR1", progress); // before "attached": a test may signal at once
   const openMs = performance.now() - opened;
   say(
     `attached via ${tracer.method} (module ready at ${ready.toFixed(1)} ms with ${
       readyRss.toFixed(1)
     } MiB RSS; open took ${openMs.toFixed(1)} ms, RSS now ${rssMiB().toFixed(1)} MiB)`,
   );
-  let events = 0;
   for await (const e of tracer) {
     events++;
     if (values.stamp) {
@@ -56,6 +64,7 @@ try {
   say(`${events} events, ${tracer.lost} lost`);
   Deno.removeSignalListener("SIGINT", stop);
   Deno.removeSignalListener("SIGTERM", stop);
+  Deno.removeSignalListener("SIGUSR1", progress);
 } catch (error) {
   say(`lib_consumer: ${error instanceof Error ? error.message : String(error)}`);
   Deno.exit(1);

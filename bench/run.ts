@@ -7,6 +7,12 @@
  *   sudo deno task bench                          # = deno run -A bench/run.ts
  *   sudo deno run -A bench/run.ts --quick         # small counts, a smoke run
  *   sudo deno run -A bench/run.ts --mode fentry   # on a kernel where fentry loads
+ *   sudo deno run -A bench/run.ts --repeat 3      # each cell the median of 3 runs
+ *   sudo deno run -A bench/run.ts --quick --only full1w   # one storm scenario
+ *
+ * What it needs besides Deno (a C compiler, libbpf-dev, bpftrace) is installed
+ * with apt-get when run as root, unless DENO_BPF_NO_INSTALL=1; a peer still
+ * missing is reported in one line and its rows are skipped (bench/_peers.ts).
  *
  * Every tracer filters on the storm's comm ("dbpf_storm"), so it sees exactly
  * the unlinks the storm reports. CPU and peak RSS are the tracer process's own
@@ -17,6 +23,7 @@
 
 import { parseArgs } from "node:util";
 import { DEFAULT_RING_SIZE, ensureTracefs } from "../mod.ts";
+import { compile, installMissing, missingLine } from "./_peers.ts";
 
 const BENCH = new URL(".", import.meta.url).pathname;
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -30,7 +37,7 @@ const RING_BYTES = DEFAULT_RING_SIZE;
 const IDLE = "idle";
 const IDLE_MS = 1000;
 /** Zero-event runs per tracer (the median is its fixed cost); --quick takes 1. */
-let IDLE_RUNS = 5;
+const IDLE_RUNS = 5;
 const TRICKLE = "trickle";
 const LOSS_SCENARIO = "full 2w";
 const ATTACH_TIMEOUT_MS = 30_000;
@@ -39,8 +46,13 @@ const STORM_TIMEOUT_MS = 600_000;
 
 // ---------------------------------------------------------------- options
 
+/** The scenarios `--only` can pick, by key. */
+const SCENARIO_KEYS = ["full1w", "full2w", "paced", "trickle"] as const;
+type ScenarioKey = typeof SCENARIO_KEYS[number];
+
 const USAGE = "usage: deno run -A bench/run.ts [--quick] [--mode tracepoint|fentry] " +
-  "[--pairs N] [--rate N] [--seconds N] [--samples N]";
+  "[--pairs N] [--rate N] [--seconds N] [--samples N] [--repeat N] " +
+  `[--only ${SCENARIO_KEYS.join(",")}]`;
 
 function options() {
   const { values } = parseArgs({
@@ -52,6 +64,8 @@ function options() {
       rate: { type: "string" },
       seconds: { type: "string" },
       samples: { type: "string" },
+      repeat: { type: "string" },
+      only: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -67,8 +81,14 @@ function options() {
     if (!/^[1-9]\d*$/.test(text)) throw new Error(`--${flag} needs a positive integer`);
     return Number(text);
   };
+  const only = values.only?.split(",") ?? [...SCENARIO_KEYS];
+  for (const key of only) {
+    if (!SCENARIO_KEYS.includes(key as ScenarioKey)) {
+      throw new Error(`--only takes scenarios from ${SCENARIO_KEYS.join(", ")}; got "${key}"`);
+    }
+  }
   const quick = values.quick;
-  if (quick) IDLE_RUNS = 1;
+  const repeat = positive("repeat", values.repeat, 1);
   return {
     mode: values.mode,
     pairs: positive("pairs", values.pairs, quick ? 20_000 : 200_000),
@@ -76,6 +96,9 @@ function options() {
     seconds: positive("seconds", values.seconds, quick ? 1 : 5),
     samples: positive("samples", values.samples, quick ? 3 : 15),
     trickleMs: quick ? 300 : 1000,
+    repeat,
+    idleRuns: Math.max(quick ? 1 : IDLE_RUNS, repeat),
+    only: new Set(only as ScenarioKey[]),
   };
 }
 
@@ -143,6 +166,22 @@ async function within<T>(promise: Promise<T>, ms: number, what: string): Promise
     return await Promise.race([promise, timeout]);
   } finally {
     clearTimeout(timer);
+  }
+}
+
+/**
+ * SIGINT, again every 2 s until the child exits. bpftrace 0.17 sometimes
+ * misses one: idle in epoll_wait, it stayed up for minutes after a single
+ * SIGINT in about one start in three here, and exited on the next. The other
+ * tracers stop once and ignore the repeats.
+ */
+async function interrupt(p: Proc): Promise<Deno.CommandStatus> {
+  for (;;) {
+    try {
+      p.child.kill("SIGINT");
+    } catch { /* exited meanwhile */ }
+    const status = await Promise.race([p.done, sleep(2000).then(() => undefined)]);
+    if (status) return status;
   }
 }
 
@@ -305,6 +344,14 @@ function bpftrace(mode: string): Tracer {
 
 // ---------------------------------------------------------------- measuring
 
+/** What one run accounted for: every unlink done is delivered or counted lost. */
+interface Account {
+  delivered: number;
+  lost: number;
+  done: number;
+}
+
+/** One cell of the table: one run, or the medians of a cell's runs (see {@linkcode combine}). */
 interface Row {
   scenario: string;
   tracer: string;
@@ -314,6 +361,8 @@ interface Row {
   rssKiB?: number;
   attachMs?: number;
   delayMs?: [p50: number, p99: number, missing: number];
+  /** Each run's own accounting; exactness is a property of a run, not of medians. */
+  accounts?: Account[];
   error?: string;
 }
 
@@ -343,13 +392,13 @@ async function measure(
     }
     row.attachMs = performance.now() - p.started;
     row.storm = await action();
-    p.child.kill("SIGINT");
-    const status = await within(p.done, STOP_TIMEOUT_MS, `stopping ${t.name}`);
+    const status = await within(interrupt(p), STOP_TIMEOUT_MS, `stopping ${t.name}`);
     if (!status.success) throw new Error(`exit status ${status.code}: ${lastWords(p)}`);
     const usage: Usage = JSON.parse(await Deno.readTextFile(usageFile));
     row.cpuS = usage.user_s + usage.sys_s;
     row.rssKiB = usage.maxrss_kib;
     row.counts = await t.counts(p);
+    if (row.storm) row.accounts = [{ ...row.counts, done: row.storm.unlinks }];
     const received = t.received?.(p);
     if (received && row.storm?.unlinkedAt.size) row.delayMs = delays(row.storm, received);
   } catch (error) {
@@ -374,34 +423,65 @@ function delays(s: Storm, received: Map<string, number>): Row["delayMs"] {
   return [percentile(all, 0.5), percentile(all, 0.99), s.unlinkedAt.size - all.length];
 }
 
-/** Each of CPU, peak RSS and attach time: its median over `runs` (those without error). */
-function medians(runs: Row[]): Row {
-  const ok = runs.filter((r) => !r.error);
-  if (ok.length === 0) return runs[0];
-  const median = (pick: (r: Row) => number | undefined) =>
-    ok.map(pick).sort((a, b) => a! - b!)[Math.floor(ok.length / 2)];
-  return {
-    ...ok[0],
-    cpuS: median((r) => r.cpuS),
-    rssKiB: median((r) => r.rssKiB),
-    attachMs: median((r) => r.attachMs),
-  };
+/** The median of the numbers given (the mean of the middle two for an even count). */
+function median(values: (number | undefined)[]): number | undefined {
+  const sorted = values.filter((v) => v !== undefined).sort((a, b) => a - b);
+  const mid = sorted.length / 2;
+  if (sorted.length === 0) return undefined;
+  return sorted.length % 2 ? sorted[Math.floor(mid)] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
-/** A tracer attached with no events: a warm-up start (file and code caches), then IDLE_RUNS runs. */
-async function fixedCost(t: Tracer): Promise<Row> {
+/**
+ * One cell from its runs: every measured figure is the median over the runs,
+ * and each run's accounting is kept. A cell with a failed run reports that failure.
+ */
+function combine(runs: Row[]): Row {
+  const failed = runs.findIndex((r) => r.error);
+  if (failed >= 0) {
+    const which = runs.length > 1 ? ` (run ${failed + 1} of ${runs.length})` : "";
+    return { ...runs[failed], error: `${runs[failed].error}${which}` };
+  }
+  if (runs.length === 1) return runs[0];
+  const mid = (pick: (r: Row) => number | undefined) => median(runs.map(pick));
+  const [first] = runs;
+  const row: Row = {
+    scenario: first.scenario,
+    tracer: first.tracer,
+    cpuS: mid((r) => r.cpuS),
+    rssKiB: mid((r) => r.rssKiB),
+    attachMs: mid((r) => r.attachMs),
+  };
+  if (first.storm) {
+    row.storm = {
+      unlinks: mid((r) => r.storm?.unlinks)!,
+      rate: mid((r) => r.storm?.rate)!,
+      unlinkedAt: new Map(),
+    };
+  }
+  if (first.counts) {
+    row.counts = { delivered: mid((r) => r.counts?.delivered)!, lost: mid((r) => r.counts?.lost)! };
+  }
+  if (first.delayMs) {
+    row.delayMs = [0, 1, 2].map((i) => mid((r) => r.delayMs?.[i])!) as Row["delayMs"];
+  }
+  if (first.accounts) row.accounts = runs.flatMap((r) => r.accounts ?? []);
+  return row;
+}
+
+/** A tracer attached with no events: a warm-up start (file and code caches), then `n` runs. */
+async function fixedCost(t: Tracer, n: number): Promise<Row> {
   const idle = () => sleep(IDLE_MS).then(() => undefined);
   await measure(t, "warm-up", () => sleep(100).then(() => undefined));
   const runs = [];
-  for (let i = 0; i < IDLE_RUNS; i++) runs.push(await measure(t, IDLE, idle));
-  return medians(runs);
+  for (let i = 0; i < n; i++) runs.push(await measure(t, IDLE, idle));
+  return combine(runs);
 }
 
-/** `deno run` of an empty script, IDLE_RUNS times: its start to exit, CPU and peak RSS. */
-async function emptyDeno(): Promise<Row> {
+/** `deno run` of an empty script, `n` times: its start to exit, CPU and peak RSS. */
+async function emptyDeno(n: number): Promise<Row> {
   const usageFile = `${OUT}usage.json`;
   const runs: Row[] = [];
-  for (let i = 0; i < IDLE_RUNS; i++) {
+  for (let i = 0; i < n; i++) {
     const started = performance.now();
     await runToEnd(
       [`${OUT}rusage`, usageFile, Deno.execPath(), "run", "-A", `${BENCH}empty.ts`],
@@ -417,7 +497,7 @@ async function emptyDeno(): Promise<Row> {
       rssKiB: usage.maxrss_kib,
     });
   }
-  return medians(runs);
+  return combine(runs);
 }
 
 // ---------------------------------------------------------------- report
@@ -458,7 +538,8 @@ function cells(rows: Row[], r: Row): string[] {
   const bare = find(rows, r.scenario, "(untraced)")?.storm?.rate;
   const done = r.storm?.unlinks;
   const counts = r.counts;
-  const balance = counts && done !== undefined ? counts.delivered + counts.lost - done : undefined;
+  const offs = r.accounts?.map((a) => a.delivered + a.lost - a.done);
+  const balance = offs?.find((off) => off !== 0) ?? (offs?.length ? 0 : undefined);
   const each = perEventUs(find(rows, r.scenario, "C each"));
   const batched = marginalUs(rows, find(rows, r.scenario, "C batched"));
   const idle = r.scenario === IDLE && r.cpuS !== undefined;
@@ -523,22 +604,23 @@ function targets(rows: Row[], full: string[]): string[] {
     );
   }
   const deno = ["deno lib", "trace.ts text", "trace.ts json"];
-  for (const t of deno) {
+  for (const t of full.includes(LOSS_SCENARIO) ? deno : []) {
     check(
       `[${LOSS_SCENARIO}] ${t} events lost`,
       find(rows, LOSS_SCENARIO, t)?.counts?.lost ?? NaN,
       0,
     );
   }
-  for (const r of rows.filter((r) => deno.includes(r.tracer) && r.counts && r.storm)) {
-    const { delivered, lost } = r.counts!;
-    if (delivered + lost !== r.storm!.unlinks) {
+  for (const r of rows.filter((r) => deno.includes(r.tracer))) {
+    r.accounts?.forEach(({ delivered, lost, done }, i, all) => {
+      if (delivered + lost === done) return;
+      const run = all.length > 1 ? ` (run ${i + 1} of ${all.length})` : "";
       out.push(
-        `FAIL  [${r.scenario}] ${r.tracer}: delivered + lost = ${delivered + lost} != ${
-          r.storm!.unlinks
-        } done`,
+        `FAIL  [${r.scenario}] ${r.tracer}: delivered + lost = ${
+          delivered + lost
+        } != ${done} done${run}`,
       );
-    }
+    });
   }
   for (const r of rows.filter((r) => r.delayMs)) {
     check(`${r.tracer} delay p99`, r.delayMs![1], 100, " ms");
@@ -565,25 +647,16 @@ function targets(rows: Row[], full: string[]): string[] {
 
 // ---------------------------------------------------------------- main
 
-async function build() {
-  if (Deno.uid() !== 0) {
-    throw new Error("Run as root (sudo deno task bench): tracing needs CAP_BPF and CAP_PERFMON");
-  }
+/** Checks what the bench runs on and builds bench/*.c; with `refs`, the C references too. */
+async function build(refs: boolean) {
   await Deno.stat(BPF_OBJECT).catch(() => {
     throw new Error(`${BPF_OBJECT} is missing: run deno task build:bpf`);
   });
   ensureTracefs(); // libbpf and bpftrace attach through it; some hosts do not mount it at boot
   await Deno.mkdir(OUT, { recursive: true });
-  const flags = ["-O2", "-Wall", "-Wextra", "-Werror"];
-  for (
-    const [name, libs] of [["storm", []], ["rusage", []], ["ref_consumer", ["-lbpf"]]] as const
-  ) {
-    await runToEnd(
-      ["gcc", ...flags, "-o", `${OUT}${name}`, `${BENCH}${name}.c`, ...libs],
-      `gcc ${name}.c (needs gcc and libbpf-dev)`,
-      60_000,
-    );
-  }
+  await compile("storm", `${OUT}storm`);
+  await compile("rusage", `${OUT}rusage`);
+  if (refs) await compile("ref_consumer", `${OUT}ref_consumer`, ["-lbpf"]);
 }
 
 async function cleanShm() {
@@ -619,10 +692,37 @@ async function machine(mode: string): Promise<string> {
   return `machine: Linux ${Deno.osRelease()}, ${navigator.hardwareConcurrency} CPUs, ${cpu}; deno ${Deno.version.deno}; ${bt}; mode ${mode}; ${busy}% CPU busy before start${warning}`;
 }
 
+/** Runs each of `cells` `repeat` times, round by round, and returns one row per cell. */
+async function repeated(
+  cells: (() => Promise<Row>)[],
+  repeat: number,
+  progress: (r: Row, round: number) => void,
+): Promise<Row[]> {
+  const runs = cells.map((): Row[] => []);
+  for (let round = 1; round <= repeat; round++) {
+    for (const [i, run] of cells.entries()) {
+      const row = await run();
+      progress(row, round);
+      runs[i].push(row);
+    }
+  }
+  return runs.map(combine);
+}
+
 async function main() {
   const o = options();
+  if (Deno.uid() !== 0) {
+    throw new Error("Run as root (sudo deno task bench): tracing needs CAP_BPF and CAP_PERFMON");
+  }
+  const missing = installMissing();
   console.log(await machine(o.mode));
-  await build();
+  for (const peer of missing) console.log(missingLine(peer));
+  if (missing.some((peer) => peer.essential)) {
+    Deno.exitCode = 1;
+    return;
+  }
+  const skipped = new Set(missing.flatMap((peer) => peer.rows));
+  await build(!skipped.has("C each"));
   await cleanShm();
   const lib = (stamp = false) =>
     denoTracer("deno lib", `${BENCH}lib_consumer.ts`, ["--mode", o.mode, "--comm", COMM], stamp);
@@ -635,46 +735,66 @@ async function main() {
     lib(),
     denoTracer("trace.ts text", TRACE_SCRIPT, ["--mode", o.mode, "-n", COMM]),
     json(),
+  ].filter((t) => !skipped.has(t.name));
+  const scenarios: [ScenarioKey, string, string[]][] = [
+    ["full1w", "full 1w", ["full", "1", String(o.pairs)]],
+    ["full2w", LOSS_SCENARIO, ["full", "2", String(o.pairs)]],
+    ["paced", `paced ${o.rate / 1000}k/s`, ["paced", String(o.rate), String(o.seconds)]],
   ];
-  const scenarios: [string, string[]][] = [
-    ["full 1w", ["full", "1", String(o.pairs)]],
-    [LOSS_SCENARIO, ["full", "2", String(o.pairs)]],
-    [`paced ${o.rate / 1000}k/s`, ["paced", String(o.rate), String(o.seconds)]],
-  ];
+  const storms = scenarios.filter(([key]) => o.only.has(key));
   console.log(
-    `storm: ${o.pairs} pairs per writer at full rate; ${o.rate}/s for ${o.seconds} s paced; ${o.samples} trickle samples ${o.trickleMs} ms apart; zero-event runs of ${IDLE_MS} ms`,
+    `storm: ${o.pairs} pairs per writer at full rate; ${o.rate}/s for ${o.seconds} s paced; ${o.samples} trickle samples ${o.trickleMs} ms apart; zero-event runs of ${IDLE_MS} ms${
+      o.repeat > 1 ? `; each cell the median of ${o.repeat} runs` : ""
+    }`,
   );
-  const rows: Row[] = [await emptyDeno()];
-  const progress = (r: Row) => {
-    rows.push(r);
-    console.error(`  ${r.scenario} / ${r.tracer}${r.error ? `: ERROR ${r.error}` : ""}`);
-  };
-  for (const t of tracers) progress(await fixedCost(t));
+  const rows: Row[] = [await emptyDeno(o.idleRuns)];
+  const report = (r: Row, round = 0) =>
+    console.error(
+      `  ${r.scenario} / ${r.tracer}${
+        round && o.repeat > 1 ? ` (run ${round} of ${o.repeat})` : ""
+      }${r.error ? `: ERROR ${r.error}` : ""}`,
+    );
+  for (const t of tracers) {
+    const row = await fixedCost(t, o.idleRuns);
+    report(row);
+    rows.push(row);
+  }
   const failed = new Set(rows.filter((r) => r.error).map((r) => r.tracer)); // reported once
   const working = tracers.filter((t) => !failed.has(t.name));
-  for (const [name, args] of scenarios) {
-    progress({ scenario: name, tracer: "(untraced)", storm: await storm(args) });
-    for (const t of working) progress(await measure(t, name, () => storm(args)));
+  for (const [, name, args] of storms) {
+    const untraced = async (): Promise<Row> => ({
+      scenario: name,
+      tracer: "(untraced)",
+      storm: await storm(args),
+    });
+    const traced = working.map((t) => () => measure(t, name, () => storm(args)));
+    rows.push(...await repeated([untraced, ...traced], o.repeat, report));
   }
-  const trickle = [TRICKLE, String(o.samples), String(o.trickleMs)];
-  for (const t of [lib(true), json(true)].filter((t) => !failed.has(t.name))) {
-    progress(await measure(t, TRICKLE, () => storm(trickle)));
+  if (o.only.has("trickle")) {
+    const trickle = [TRICKLE, String(o.samples), String(o.trickleMs)];
+    const stamped = [lib(true), json(true)].filter((t) => !failed.has(t.name))
+      .map((t) => () => measure(t, TRICKLE, () => storm(trickle)));
+    rows.push(...await repeated(stamped, o.repeat, report));
   }
 
   console.log();
   console.log(table(rows));
   console.log(`
-cpu µs/ev: tracer user+sys CPU over its whole life / events delivered (idle rows: the fixed cost, median of ${IDLE_RUNS} runs attached ${IDLE_MS} ms with no events).
+cpu µs/ev: tracer user+sys CPU over its whole life / events delivered (idle rows: the fixed cost, median of ${o.idleRuns} runs attached ${IDLE_MS} ms with no events).
 marg µs/ev: the same minus that fixed cost. ×each: cpu µs/ev / C each's; ×batched: marg µs/ev / C batched's.
 d+l: delivered + lost vs the unlinks the storm did ("ok" when equal). %bare: storm rate vs untraced.
 attach ms: process start to attached (deno empty: \`deno run\` of an empty script, start to exit).
-bpftrace prints each event to a tmpfs file, not /dev/null: its counts exist only in that output.`);
+bpftrace prints each event to a tmpfs file, not /dev/null: its counts exist only in that output.${
+    o.repeat > 1
+      ? `\nEvery figure is the median of ${o.repeat} runs (CPU, RSS, rates and counts each on its own); d+l is checked run by run.`
+      : ""
+  }`);
   for (const r of rows.filter((r) => r.error)) {
     console.log(`ERROR [${r.scenario}] ${r.tracer}: ${r.error}`);
     Deno.exitCode = 1;
   }
   console.log();
-  for (const line of targets(rows, scenarios.map(([name]) => name))) console.log(line);
+  for (const line of targets(rows, storms.map(([, name]) => name))) console.log(line);
 }
 
 async function cleanup() {

@@ -9,6 +9,9 @@
  *   storm trickle COUNT MS       COUNT pairs, MS apart; before each unlink prints
  *                                "T <CLOCK_REALTIME ns> <path>"
  *
+ * The environment variable DBPF_STORM_COMM sets another comm (at most 15 bytes
+ * are kept), so that a test's storm cannot be confused with a bench's.
+ *
  * A pair is open(O_CREAT) + close + unlink of a per-writer file name. The last
  * line is JSON: {"unlinks":N,"seconds":S,"rate":R}, N being the exact number of
  * unlink calls made (all succeeded, or the storm fails).
@@ -166,12 +169,14 @@ static void trickle(long count, long interval_ms)
 
 int main(int argc, char **argv)
 {
+	const char *comm = getenv("DBPF_STORM_COMM");
+
 	if (argc != 4) {
 		fprintf(stderr, "usage: storm full WRITERS PAIRS | paced RATE SECONDS | "
 				"trickle COUNT MS\n");
 		return 2;
 	}
-	prctl(PR_SET_NAME, COMM);
+	prctl(PR_SET_NAME, comm && *comm ? comm : COMM);
 	if (!strcmp(argv[1], "full"))
 		full(number(argv[2], "WRITERS"), number(argv[3], "PAIRS"));
 	else if (!strcmp(argv[1], "paced"))

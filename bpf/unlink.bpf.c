@@ -9,6 +9,7 @@
  *   tracepoints       sys_{enter,exit}_{unlink,unlinkat}  (works nearly anywhere)
  */
 #include "kernel.h"
+#include "deno_bpf.h"
 #include "unlink.h"
 
 #define AT_REMOVEDIR 0x200
@@ -35,6 +36,8 @@ __u64 last_wakeup_ns = 0;
 
 struct start {
 	__u64 ts_ns;
+	__u32 flags; /* UNLINK_F_* */
+	__u32 _pad;  /* written, so no uninitialised hole of s reaches the map */
 	char filename[FILENAME_LEN];
 };
 
@@ -59,8 +62,8 @@ struct {
 	__type(value, __u64);
 } lost SEC(".maps");
 
-/* Keep the record type in BTF even where no program names it directly. */
-const struct unlink_event *unused_unlink_event __attribute__((unused));
+/* The record user space decodes: kept in BTF, and declared by the generator. */
+DENO_BPF_RECORD(struct unlink_event);
 
 static __always_inline void count_lost(void)
 {
@@ -96,14 +99,31 @@ static __always_inline int on_enter(const char *name, bool user)
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id;
 	struct start s;
+	long n, err;
+	char next;
 
 	if (!wanted(id >> 32))
 		return 0;
 	s.ts_ns = bpf_ktime_get_ns();
+	s.flags = 0;
+	s._pad = 0;
 	if (user)
-		bpf_probe_read_user_str(s.filename, sizeof(s.filename), name);
+		n = bpf_probe_read_user_str(s.filename, sizeof(s.filename), name);
 	else
-		bpf_probe_read_kernel_str(s.filename, sizeof(s.filename), name);
+		n = bpf_probe_read_kernel_str(s.filename, sizeof(s.filename), name);
+	/*
+	 * A full buffer holds FILENAME_LEN - 1 bytes and a NUL whether the name
+	 * had exactly that many bytes or more: the source byte after them tells,
+	 * NUL for a name that fit. If it cannot be read, the name may go on.
+	 */
+	if (n == sizeof(s.filename)) {
+		if (user)
+			err = bpf_probe_read_user(&next, 1, name + FILENAME_LEN - 1);
+		else
+			err = bpf_probe_read_kernel(&next, 1, name + FILENAME_LEN - 1);
+		if (err || next)
+			s.flags |= UNLINK_F_NAME_TRUNCATED;
+	}
 	if (bpf_map_update_elem(&starts, &tid, &s, BPF_ANY))
 		count_lost();
 	return 0;
@@ -146,6 +166,8 @@ static __always_inline int on_exit(int ret)
 	e->tid = tid;
 	e->uid = (__u32)bpf_get_current_uid_gid();
 	e->ret = ret;
+	e->flags = s->flags;
+	e->_pad = 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	bpf_probe_read_kernel(e->filename, sizeof(e->filename), s->filename);
 	bpf_ringbuf_submit(e, wakeup_flag(now));

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { LibbpfNotFoundError } from "./errors.ts";
+import { BpfError, type ErrorOptions, LibbpfNotFoundError } from "./errors.ts";
 
 /** libbpf symbols, keyed by their exact C names. */
 const LIBBPF = {
@@ -114,11 +114,6 @@ const LIBBPF = {
   bpf_map__value_size: { parameters: ["pointer"], result: "u32" },
   // void *bpf_map__initial_value(struct bpf_map *, size_t *psize)
   bpf_map__initial_value: { parameters: ["pointer", "buffer"], result: "pointer" },
-  // int bpf_map__lookup_elem(const struct bpf_map *, const void *key, size_t key_sz, void *value, size_t value_sz, __u64 flags)
-  bpf_map__lookup_elem: {
-    parameters: ["pointer", "buffer", "usize", "buffer", "usize", "u64"],
-    result: "i32",
-  },
 
   // __s32 btf__find_by_name_kind(const struct btf *, const char *name, __u32 kind)
   btf__find_by_name_kind: {
@@ -189,6 +184,15 @@ const LIBC = {
     result: "pointer",
   },
   munmap: { parameters: ["pointer", "usize"], result: "i32" },
+  // long syscall(long number, ...), as perf_event_open(2), which glibc does not wrap:
+  // syscall(SYS_perf_event_open, struct perf_event_attr *attr, pid_t pid, int cpu, int group_fd, unsigned long flags)
+  perf_event_open: {
+    name: "syscall",
+    parameters: ["i64", "buffer", "i32", "i32", "i32", "u64"],
+    result: "i64",
+  },
+  // int ioctl(int fd, unsigned long request, ...): the one argument, an integer
+  ioctl: { parameters: ["i32", "u64", "u64"], result: "i32" },
   getpagesize: { parameters: [], result: "i32" },
   // int malloc_trim(size_t pad)
   malloc_trim: { parameters: ["usize"], result: "i32" },
@@ -286,4 +290,29 @@ export function readCString(ptr: Deno.PointerValue): string {
 function firstLine(error: unknown): string {
   const text = error instanceof Error ? error.message : String(error);
   return text.split("\n")[0];
+}
+
+/**
+ * For calls that return NULL (libbpf) or -1 (libc) and set errno: the error
+ * for the call that just failed. Call it before any other native call, which
+ * could overwrite errno.
+ */
+export function failure(operation: string, options?: ErrorOptions): BpfError {
+  return new BpfError(operation, errno(), options);
+}
+
+/** Returns `ptr`, or throws {@linkcode failure} if the call returned NULL. */
+export function checkPtr(
+  ptr: Deno.PointerValue,
+  operation: string,
+  options?: ErrorOptions,
+): Deno.PointerObject {
+  if (ptr !== null) return ptr;
+  throw failure(operation, options);
+}
+
+/** Returns `ret`, or throws {@linkcode failure} if a libc call returned -1. */
+export function checkErrno(ret: number, operation: string, options?: ErrorOptions): number {
+  if (ret >= 0) return ret;
+  throw failure(operation, options);
 }

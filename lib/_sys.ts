@@ -10,8 +10,7 @@
  * @module
  */
 
-import { c, cstr } from "./_ffi.ts";
-import { checkErrno, failure } from "./errors.ts";
+import { c, checkErrno, cstr, failure } from "./_ffi.ts";
 
 const O_RDONLY = 0;
 const O_CLOEXEC = 0x80000;

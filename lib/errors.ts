@@ -5,7 +5,6 @@
  * @module
  */
 
-import { errno } from "./_ffi.ts";
 import { errnoDescription, errnoName } from "./errno.ts";
 
 /** A libbpf or kernel call failed with an errno. */
@@ -19,6 +18,13 @@ export class BpfError extends Error {
   /** The tail of libbpf's log (including any verifier log) for this failure. */
   readonly log: string;
 
+  /**
+   * Builds the error; see the class for what it carries.
+   *
+   * @param operation What was being done, as in `Cannot ${operation}`.
+   * @param errno The positive errno the call failed with (0 if it set none).
+   * @param options A hint for the user, libbpf's log, the cause.
+   */
   constructor(
     operation: string,
     errno: number,
@@ -45,6 +51,12 @@ export class NotSupportedError extends Error {
   /** What provides it, e.g. `"Linux 5.8"`. */
   readonly requires: string;
 
+  /**
+   * Builds the error; see the class for what it carries.
+   *
+   * @param feature The missing feature, e.g. `"BPF ring buffers"`.
+   * @param requires What provides it, e.g. `"Linux 5.8 or later"`.
+   */
   constructor(feature: string, requires: string) {
     super(`This kernel lacks ${feature}: deno_bpf needs ${requires}`);
     this.name = "NotSupportedError";
@@ -60,6 +72,13 @@ export class NotSupportedError extends Error {
  * {@linkcode BpfError} instead, because sudo would not help there.
  */
 export class PermissionError extends BpfError {
+  /**
+   * Builds the error; see the class for what it carries.
+   *
+   * @param operation What was refused.
+   * @param errno The errno of the refusal (EPERM by default).
+   * @param log libbpf's log for the refused call.
+   */
   constructor(operation = "use BPF", errno = 1, log = "") {
     super(operation, errno, { log });
     this.message = "deno_bpf needs root (or CAP_BPF and CAP_PERFMON); run it with sudo";
@@ -75,6 +94,14 @@ export class VerifierError extends BpfError {
   /** The program the verifier rejected, or `""` if libbpf did not say. */
   readonly program: string;
 
+  /**
+   * Builds the error; see the class for what it carries.
+   *
+   * @param operation What was being done (loading an object).
+   * @param errno The errno the load failed with.
+   * @param program The rejected program's name, or `""`.
+   * @param log libbpf's log, holding the verifier's.
+   */
   constructor(operation: string, errno: number, program: string, log: string) {
     super(operation, errno, { log });
     // The last lines say why; the statistics line after them does not.
@@ -106,6 +133,11 @@ export class LibbpfNotFoundError extends Error {
   /** Every path tried, with why it was rejected. */
   readonly tried: string[];
 
+  /**
+   * Builds the error; see the class for what it carries.
+   *
+   * @param tried Every path tried, each with why it was rejected.
+   */
   constructor(tried: string[]) {
     super(
       `Cannot load libbpf >= 1.0; tried ${tried.join(", ")}. ` +
@@ -119,10 +151,20 @@ export class LibbpfNotFoundError extends Error {
 
 /** A record layout declared in TypeScript does not match the object's BTF. */
 export class LayoutMismatchError extends Error {
-  constructor(struct: string, problem: string) {
+  /**
+   * Builds the error; see the class for what it carries.
+   *
+   * @param struct The struct's tag, e.g. `"unlink_event"`.
+   * @param problem The first difference found.
+   * @param hint What to do about it.
+   */
+  constructor(
+    struct: string,
+    problem: string,
+    hint = "update the layout to match the C header",
+  ) {
     super(
-      `Record layout "struct ${struct}" does not match the BPF object's BTF: ${problem}; ` +
-        `update the layout to match the C header`,
+      `Record layout "struct ${struct}" does not match the BPF object's BTF: ${problem}; ${hint}`,
     );
     this.name = "LayoutMismatchError";
   }
@@ -145,31 +187,6 @@ export function check(ret: number, operation: string, options?: ErrorOptions): n
   throw new BpfError(operation, -ret, options);
 }
 
-/**
- * For calls that return NULL (libbpf) or -1 (libc) and set errno: the error
- * for the call that just failed. Call it before any other native call, which
- * could overwrite errno.
- */
-export function failure(operation: string, options?: ErrorOptions): BpfError {
-  return new BpfError(operation, errno(), options);
-}
-
-/** Returns `ptr`, or throws {@linkcode failure} if the call returned NULL. */
-export function checkPtr(
-  ptr: Deno.PointerValue,
-  operation: string,
-  options?: ErrorOptions,
-): Deno.PointerObject {
-  if (ptr !== null) return ptr;
-  throw failure(operation, options);
-}
-
-/** Returns `ret`, or throws {@linkcode failure} if a libc call returned -1. */
-export function checkErrno(ret: number, operation: string, options?: ErrorOptions): number {
-  if (ret >= 0) return ret;
-  throw failure(operation, options);
-}
-
 /** No attach method worked (or the one forced did not). */
 export class AttachError extends Error {
   /** Every method tried, with the reason it failed. */
@@ -177,6 +194,12 @@ export class AttachError extends Error {
   /** The tail of libbpf's log for the last attempt. */
   readonly log: string;
 
+  /**
+   * Builds the error; see the class for what it carries.
+   *
+   * @param attempts Every method tried, with why it failed.
+   * @param log The tail of libbpf's log for the last attempt.
+   */
   constructor(attempts: { method: string; reason: string }[], log = "") {
     const tried = attempts.map((a) => `${a.method}: ${a.reason}`).join("; ");
     super(

@@ -1,9 +1,8 @@
 /**
  * What this kernel offers, answered by trying it: libbpf's probes create a
- * map or load a tiny program of the type asked about, and
- * {@linkcode tryAttach} loads, attaches and detaches the unlink tracer with
- * one method, because for attach methods only a real attach is an honest
- * answer (a kernel can load a kprobe program and still have no kprobes).
+ * map or load a tiny program of the type asked about. (For an attach method
+ * only a real attach is an honest answer: the unlink tool's `tryAttach`
+ * does that.)
  *
  * Every probe needs the privileges the real thing needs (root, or CAP_BPF
  * and CAP_PERFMON): without them the kernel refuses everything, and the map
@@ -11,20 +10,17 @@
  *
  * @example Choose what to use (needs root)
  * ```ts ignore
- * import { hasHelper, hasMapType, tryAttach } from "./features.ts";
+ * import { hasHelper, hasMapType } from "./features.ts";
  *
  * console.log(hasMapType("ringbuf") ? "ring buffer" : "perf buffer");
  * console.log(hasHelper("kprobe", "loop") ? "bpf_loop" : "bounded loop");
- * const fentry = tryAttach("fentry");
- * console.log(fentry.ok ? "fentry works" : `fentry: ${fentry.reason}`);
  * ```
  *
  * @module
  */
 
 import { bpf } from "./_ffi.ts";
-import { AttachError, BpfError, LibbpfNotFoundError, NotSupportedError } from "./errors.ts";
-import { type AttachMethod, UnlinkTracer } from "./unlink.ts";
+import { BpfError } from "./errors.ts";
 import { MAP_TYPES, type MapType } from "./map.ts";
 
 /** BPF program types by name (`enum bpf_prog_type` in linux/bpf.h, without the prefix). */
@@ -192,102 +188,4 @@ export function hasHelper(programType: ProgramType | number, helper: Helper | nu
     bpf().libbpf_probe_bpf_helper(prog, id, null),
     `probe helper ${helper} for ${programType} programs`,
   );
-}
-
-/**
- * Where a trial attach stopped: the tracer's own checks before loading
- * (`preflight`: privileges, BTF, ring buffers, libbpf), the kernel's
- * refusal to load (`load`), the verifier (`verifier`), or attaching (`attach`).
- */
-export type AttachStage = "preflight" | "load" | "verifier" | "attach";
-
-/** The outcome of {@linkcode tryAttach}. */
-export type AttachProbe =
-  | {
-    /** The method tried. */
-    method: AttachMethod;
-    /** It loaded, attached and detached. */
-    ok: true;
-    /** How long the whole trial took, in milliseconds. */
-    ms: number;
-  }
-  | {
-    /** The method tried. */
-    method: AttachMethod;
-    /** It did not work. */
-    ok: false;
-    /** Where it stopped. */
-    stage: AttachStage;
-    /** The errno's name, e.g. `"EPERM"`, when the kernel or libc gave one. */
-    code?: string;
-    /** In a few words, e.g. `load refused (EPERM)`. */
-    reason: string;
-    /** How long the trial took, in milliseconds. */
-    ms: number;
-  };
-
-const STAGES: Record<string, AttachStage> = {
-  "load refused": "load",
-  "attach failed": "attach",
-  "rejected by the verifier": "verifier",
-};
-
-/**
- * Splits the tracer's reason (`load refused (EPERM)`) into its stage and
- * errno name; a reason of another shape keeps the `attach` stage. Pure.
- */
-export function parseAttachReason(reason: string): { stage: AttachStage; code?: string } {
-  const m = /^(.+) \((E[A-Z0-9]+)\)$/.exec(reason);
-  if (!m) return { stage: "attach" };
-  return { stage: STAGES[m[1]] ?? "attach", code: m[2] };
-}
-
-/**
- * Whether the unlink tracer really works with `method` here: opens it with a
- * 4 KiB ring buffer (a real load and attach), then closes it (detach and
- * unload). Like the tracer, the tracepoint trial mounts tracefs at
- * `/sys/kernel/tracing` if no tracefs is mounted.
- *
- * @param method `"fentry"`, `"kprobe"` or `"tracepoint"`.
- * @returns `{ ok: true }`, or where it stopped and the errno, e.g.
- * `{ ok: false, stage: "load", code: "EPERM", reason: "load refused (EPERM)" }`.
- * @throws {Deno.errors.NotCapable} when the process lacks `--allow-ffi` or
- * `--allow-env`: that is the caller's to fix, not the kernel's answer.
- *
- * @example (needs root)
- * ```ts ignore
- * import { tryAttach } from "./features.ts";
- * for (const m of ["fentry", "kprobe", "tracepoint"] as const) {
- *   const r = tryAttach(m);
- *   console.log(m, r.ok ? "works" : r.reason);
- * }
- * ```
- */
-export function tryAttach(method: AttachMethod): AttachProbe {
-  const start = performance.now();
-  const ms = () => Math.round((performance.now() - start) * 10) / 10;
-  try {
-    UnlinkTracer.open({ mode: method, ringBufferSize: 4096 }).close();
-    return { method, ok: true, ms: ms() };
-  } catch (error) {
-    if (error instanceof AttachError && error.attempts.length > 0) {
-      const reason = error.attempts[0].reason;
-      return { method, ok: false, ...parseAttachReason(reason), reason, ms: ms() };
-    }
-    // The tracer's checks before any load: privileges, BTF, ring buffers, libbpf.
-    if (error instanceof BpfError) {
-      return {
-        method,
-        ok: false,
-        stage: "preflight",
-        code: error.code,
-        reason: error.message,
-        ms: ms(),
-      };
-    }
-    if (error instanceof NotSupportedError || error instanceof LibbpfNotFoundError) {
-      return { method, ok: false, stage: "preflight", reason: error.message, ms: ms() };
-    }
-    throw error;
-  }
 }

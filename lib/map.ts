@@ -23,8 +23,8 @@
  * @module
  */
 
-import { bpf, c, cstr, readCString } from "./_ffi.ts";
-import { check, checkErrno } from "./errors.ts";
+import { bpf, c, checkErrno, cstr, readCString } from "./_ffi.ts";
+import { check } from "./errors.ts";
 import { readSmallFile } from "./_sys.ts";
 
 /** BPF map types by name (`enum bpf_map_type` in linux/bpf.h, without the prefix). */
@@ -92,12 +92,18 @@ export function possibleCpus(): number {
 }
 
 /** What a map is: read from its fd, so it works for pinned maps too. */
-interface MapInfo {
+export interface MapInfo {
+  /** The map's type. */
   type: MapType | `type_${number}`;
+  /** The kernel's id for the map. */
   id: number;
+  /** The size of one key in bytes. */
   keySize: number;
+  /** The size of one value in bytes (one CPU's, for a per-CPU map). */
   valueSize: number;
+  /** `max_entries`. */
   maxEntries: number;
+  /** The map's name as the kernel keeps it (at most 15 bytes). */
   name: string;
 }
 
@@ -348,6 +354,7 @@ export class BpfMap extends MapHandle {
     return this.#ptr;
   }
 
+  /** The map's fd (negative before load); throws a TypeError once the object is closed. */
   protected liveFd(): number {
     return bpf().bpf_map__fd(this.#p());
   }
@@ -425,6 +432,7 @@ export class PinnedMap extends MapHandle implements Disposable {
     return map;
   }
 
+  /** The map's fd; throws a TypeError once closed. */
   protected liveFd(): number {
     if (this.#fd < 0) throw new TypeError("PinnedMap is closed");
     return this.#fd;
@@ -447,6 +455,8 @@ export class PinnedMap extends MapHandle implements Disposable {
     checkErrno(c().close(this.#fd), `close map fd ${this.#fd}`);
     this.#fd = -1;
   }
+
+  /** Calls {@linkcode close}, for `using` declarations. */
 
   [Symbol.dispose](): void {
     this.close();

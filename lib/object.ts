@@ -18,16 +18,9 @@
  * @module
  */
 
-import { bpf, c, cstr, readCString } from "./_ffi.ts";
+import { bpf, c, checkPtr, cstr, readCString } from "./_ffi.ts";
 import { Btf } from "./btf.ts";
-import {
-  BpfError,
-  check,
-  checkPtr,
-  PermissionError,
-  VerifierError,
-  verifierLog,
-} from "./errors.ts";
+import { BpfError, check, PermissionError, VerifierError, verifierLog } from "./errors.ts";
 import { installLog, takeLog } from "./log.ts";
 import { BpfMap } from "./map.ts";
 import { processCanTrace } from "./_sys.ts";
@@ -194,6 +187,8 @@ export class BpfObject implements Disposable {
     this.#bytes = undefined;
   }
 
+  /** Calls {@linkcode close}, for `using` declarations. */
+
   [Symbol.dispose](): void {
     this.close();
   }
@@ -265,31 +260,28 @@ function writeScalar(
   throw new TypeError(`"${name}" is ${bytes.length} bytes: not a scalar`);
 }
 
-/** A borrowed view of a part (program or map) of a {@linkcode BpfObject}. */
-abstract class Part {
+/** A program inside a {@linkcode BpfObject}; borrowed, valid while it is open. */
+export class Program {
   #obj: BpfObject;
   #ptr: Deno.PointerObject;
 
-  /** @internal Use {@linkcode BpfObject.program} or {@linkcode BpfObject.map}. */
+  /** @internal Use {@linkcode BpfObject.program} or {@linkcode BpfObject.programs}. */
   constructor(obj: BpfObject, ptr: Deno.PointerObject) {
     this.#obj = obj;
     this.#ptr = ptr;
   }
 
-  /** The part's pointer, after checking its object is still open. */
-  protected p(): Deno.PointerObject {
+  /** The program's pointer, after checking its object is still open. */
+  private p(): Deno.PointerObject {
     live(this.#obj.unsafeHandle, "BpfObject");
     return this.#ptr;
   }
 
-  /** UNSAFE: the raw pointer, or null once the object is closed. */
+  /** UNSAFE: the raw `struct bpf_program *`, or null once the object is closed. */
   get unsafeHandle(): Deno.PointerObject | null {
     return this.#obj.unsafeHandle ? this.#ptr : null;
   }
-}
 
-/** A program inside a {@linkcode BpfObject}; borrowed, valid while it is open. */
-export class Program extends Part {
   /** The C function name, e.g. `"fentry_unlink"`. */
   get name(): string {
     return readCString(bpf().bpf_program__name(this.p()));
@@ -470,6 +462,8 @@ export class Link implements Disposable {
     bpf().bpf_link__destroy(this.#ptr);
     this.#ptr = null;
   }
+
+  /** Calls {@linkcode close}, for `using` declarations. */
 
   [Symbol.dispose](): void {
     this.close();

@@ -1,7 +1,13 @@
 /**
  * A BPF ring buffer reader that reads the kernel's mapped ring straight from
  * TypeScript, the way cilium/ebpf does from Go: one wakeup drains a whole
- * burst, with no FFI call and no callback per record.
+ * burst, with no FFI call and no native callback per record.
+ *
+ * This file is the thin native shell: it maps the ring (consumer page, then
+ * the producer page and the data pages mapped twice), and owns the epoll set
+ * and the stop eventfd. The record walk itself is the pure
+ * {@linkcode RingParser} in `ring.ts`. A reader dropped without `close()` is
+ * released by a finalizer, as a safety net only.
  *
  * Waiting is a nonblocking `epoll_wait` on the map's fd (off the main thread);
  * consuming is synchronous on the main thread. A stop eventfd in the same
@@ -21,24 +27,23 @@
  * @module
  */
 
-import { c } from "./_ffi.ts";
-import { BpfError } from "./errors.ts";
-import type { Decoded, Fields, Layout } from "./layout.ts";
+import { c, checkErrno, failure } from "./_ffi.ts";
+import type { AnyLayout, RecordOf } from "./layout.ts";
 import type { BpfMap } from "./map.ts";
+import { checkRingSize, type RecordHandler, RingParser } from "./ring.ts";
+
+export { checkRingSize, MAX_RING_SIZE, type RecordHandler } from "./ring.ts";
 
 const PROT_READ = 0x1;
 const PROT_WRITE = 0x2;
 const MAP_SHARED = 0x1;
+const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
 const EPOLL_CLOEXEC = 0x80000;
 const EPOLL_CTL_ADD = 1;
 const EPOLLIN = 0x1;
 const EPOLLET = 1 << 31;
 const EFD_CLOEXEC = 0x80000;
 const EFD_NONBLOCK = 0x800;
-// Record header flags (kernel/bpf/ringbuf.c)
-const BUSY_BIT = 0x80000000;
-const DISCARD_BIT = 0x40000000;
-const HEADER_SIZE = 8;
 const STOP_TOKEN = 1;
 /** How many records {@linkcode RingBuffer.records} decodes at a time. */
 const RECORDS_CHUNK = 256;
@@ -46,11 +51,16 @@ const RECORDS_CHUNK = 256;
 // struct epoll_event is packed on x86_64 (12 bytes), naturally aligned elsewhere.
 const EPOLL_EVENT_SIZE = Deno.build.arch === "x86_64" ? 12 : 16;
 
-/** Called once per record with the ring's bytes, the record's offset and length. */
-export type RecordHandler = (
+/**
+ * Called by {@linkcode RingBuffer.drain} once per record: the ring's bytes,
+ * the record's offset and length, and which of the reader's rings it came
+ * from (its index in the maps given to the constructor).
+ */
+export type RingRecordHandler = (
   bytes: Uint8Array,
   offset: number,
   length: number,
+  ring: number,
 ) => void;
 
 /** Options for {@linkcode RingBuffer}. */
@@ -72,146 +82,204 @@ export interface RingBufferOptions {
   batchBytes?: number;
 }
 
-function mmap(fd: number, length: number, prot: number, offset: number) {
-  const ptr = c().mmap(null, BigInt(length), prot, MAP_SHARED, fd, BigInt(offset));
-  if (!ptr || Deno.UnsafePointer.value(ptr) === 0xffff_ffff_ffff_ffffn) {
-    throw new BpfError(`map the ring buffer (fd ${fd})`, 12);
+/**
+ * The native resources of one reader: two mappings per ring and two fds.
+ * Kept apart from the {@linkcode RingBuffer} so that the finalizer's held
+ * value does not keep the reader alive. {@linkcode release} is idempotent.
+ */
+class RingResources {
+  mappings: { ptr: Deno.PointerObject; length: number }[] = [];
+  /** The views over the mappings, detached on release so none outlives them. */
+  views: ArrayBuffer[] = [];
+  epfd = -1;
+  stopfd = -1;
+
+  /** Maps `length` bytes of the ring's fd at `offset`; throws with the real errno. */
+  map(fd: number, length: number, prot: number, offset: number, what: string) {
+    const ptr = c().mmap(null, BigInt(length), prot, MAP_SHARED, fd, BigInt(offset));
+    if (ptr === null || Deno.UnsafePointer.value(ptr) === MAP_FAILED) {
+      throw failure(`map the ring buffer's ${what} (${length} bytes of fd ${fd})`, {
+        hint: "is the map a BPF_MAP_TYPE_RINGBUF, and is there address space left?",
+      });
+    }
+    this.mappings.push({ ptr, length });
+    const view = Deno.UnsafePointerView.getArrayBuffer(ptr, length);
+    this.views.push(view);
+    return view;
   }
-  return ptr;
+
+  release() {
+    // Detach first: a view a record handler kept now reads as empty instead
+    // of touching unmapped memory.
+    for (const view of this.views) view.transfer(0);
+    this.views = [];
+    if (this.epfd >= 0) c().close(this.epfd);
+    if (this.stopfd >= 0) c().close(this.stopfd);
+    this.epfd = this.stopfd = -1;
+    for (const { ptr, length } of this.mappings) c().munmap(ptr, BigInt(length));
+    this.mappings = [];
+  }
 }
+
+/** Safety net only: a reader dropped without close() still gets released. */
+const unclosedRings = new FinalizationRegistry<RingResources>((res) => res.release());
 
 function epollAdd(epfd: number, fd: number, token: number, events: number) {
   const ev = new Uint8Array(EPOLL_EVENT_SIZE);
   const view = new DataView(ev.buffer);
   view.setUint32(0, events >>> 0, true);
   view.setUint32(EPOLL_EVENT_SIZE - 8, token, true);
-  if (c().epoll_ctl(epfd, EPOLL_CTL_ADD, fd, ev) < 0) {
-    throw new BpfError(`watch fd ${fd} with epoll`, 22);
-  }
+  checkErrno(c().epoll_ctl(epfd, EPOLL_CTL_ADD, fd, ev), `watch fd ${fd} with epoll`);
 }
 
-/** Reads a `BPF_MAP_TYPE_RINGBUF` map. Create it after the object is loaded. */
+/**
+ * Reads one `BPF_MAP_TYPE_RINGBUF` map, or several with one wait (as
+ * libbpf's `ring_buffer__add` does). Create it after the object is loaded.
+ * After {@linkcode close}, {@linkcode drain}, {@linkcode wait},
+ * {@linkcode pending} and {@linkcode records} throw a TypeError; `stop` and
+ * `close` do nothing.
+ */
 export class RingBuffer implements Disposable {
-  #size: number;
-  #page: number;
-  #consumerPtr: Deno.PointerObject | null;
-  #producerPtr: Deno.PointerObject | null;
-  #consumerPos: BigInt64Array;
-  #producerPos: BigInt64Array;
-  #data: Uint8Array;
-  #headers: Int32Array;
-  #epfd: number;
-  #stopfd: number;
-  #events = new Uint8Array(EPOLL_EVENT_SIZE * 2);
+  #sizes: number[];
+  #res = new RingResources();
+  #rings: RingParser[] = [];
+  #next = 0;
+  #events: Uint8Array;
   #tailWaitMs: number;
   #batchBytes: number;
   #pending: Promise<number> | undefined;
   #found = false;
-  #blocked = false;
+  #draining = false;
   #stopped = false;
   #closing = false;
   #released = false;
 
-  /** Maps `map`'s ring into this process and sets up the wait. */
-  constructor(map: BpfMap, options: RingBufferOptions = {}) {
-    const fd = map.fd;
-    if (fd < 0) throw new TypeError(`Map "${map.name}" is not loaded yet`);
-    this.#size = map.maxEntries;
-    this.#page = c().getpagesize();
+  /**
+   * Maps each map's ring into this process and sets up one wait for them all.
+   *
+   * @param map A loaded ring buffer map, or several: {@linkcode drain} then
+   *   reads them in turn, and hands each record's ring index to its handler.
+   * @throws {RangeError} if a map's size is not a ring size (see {@linkcode checkRingSize}).
+   * @throws {BpfError} if mapping a ring or creating the epoll set fails.
+   */
+  constructor(map: BpfMap | readonly BpfMap[], options: RingBufferOptions = {}) {
+    const maps = Array.isArray(map) ? map : [map as BpfMap];
+    if (maps.length === 0) throw new TypeError("RingBuffer needs at least one map");
+    const page = c().getpagesize();
+    const fds = maps.map((m) => {
+      if (m.fd < 0) throw new TypeError(`Map "${m.name}" is not loaded yet`);
+      checkRingSize(m.maxEntries, page);
+      return m.fd;
+    });
+    this.#sizes = maps.map((m) => m.maxEntries);
+    this.#events = new Uint8Array(EPOLL_EVENT_SIZE * (maps.length + 1));
     this.#tailWaitMs = options.tailWaitMs ?? 25;
     this.#batchBytes = Math.max(1, options.batchBytes ?? 0);
-    // Consumer page: read-write, holds consumer_pos. Producer page + data:
-    // read-only, the data mapped twice so a record never wraps.
-    this.#consumerPtr = mmap(fd, this.#page, PROT_READ | PROT_WRITE, 0);
-    this.#producerPtr = mmap(fd, this.#page + 2 * this.#size, PROT_READ, this.#page);
-    const consumer = Deno.UnsafePointerView.getArrayBuffer(this.#consumerPtr, this.#page);
-    const producer = Deno.UnsafePointerView.getArrayBuffer(
-      this.#producerPtr,
-      this.#page + 2 * this.#size,
-    );
-    this.#consumerPos = new BigInt64Array(consumer, 0, 1);
-    this.#producerPos = new BigInt64Array(producer, 0, 1);
-    this.#data = new Uint8Array(producer, this.#page, 2 * this.#size);
-    this.#headers = new Int32Array(producer, this.#page, (2 * this.#size) >> 2);
-
-    this.#epfd = c().epoll_create1(EPOLL_CLOEXEC);
-    this.#stopfd = c().eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    const res = this.#res;
     try {
-      if (this.#epfd < 0 || this.#stopfd < 0) {
-        throw new BpfError("create the ring buffer's epoll set", 24);
-      }
-      // Edge-triggered: only the producer's wakeups end a wait. Level-triggered,
-      // any unread byte would end every wait at once, and a reader that
-      // leaves a partial batch for later would spin instead of batching.
-      epollAdd(this.#epfd, fd, 0, EPOLLIN | EPOLLET);
-      epollAdd(this.#epfd, this.#stopfd, STOP_TOKEN, EPOLLIN);
+      res.epfd = c().epoll_create1(EPOLL_CLOEXEC);
+      checkErrno(res.epfd, "create the ring buffer's epoll set");
+      res.stopfd = c().eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+      checkErrno(res.stopfd, "create the ring buffer's stop eventfd");
+      epollAdd(res.epfd, res.stopfd, STOP_TOKEN, EPOLLIN);
+      fds.forEach((fd, i) => {
+        const size = this.#sizes[i];
+        // Consumer page: read-write, holds consumer_pos. Producer page +
+        // data: read-only, the data mapped twice so a record never wraps.
+        const consumer = res.map(fd, page, PROT_READ | PROT_WRITE, 0, "consumer page");
+        const producer = res.map(fd, page + 2 * size, PROT_READ, page, "data pages");
+        this.#rings.push(
+          new RingParser(
+            new Uint8Array(producer, page, 2 * size),
+            new BigUint64Array(consumer, 0, 1),
+            new BigUint64Array(producer, 0, 1),
+          ),
+        );
+        // Edge-triggered: only the producer's wakeups end a wait. Level-
+        // triggered, any unread byte would end every wait at once, and a
+        // reader that leaves a partial batch for later would spin.
+        epollAdd(res.epfd, fd, STOP_TOKEN + 1 + i, EPOLLIN | EPOLLET);
+      });
     } catch (error) {
-      this.#release();
+      this.#released = true;
+      res.release();
       throw error;
     }
+    unclosedRings.register(this, res, this);
   }
 
-  /** The ring's size in bytes. */
+  /** The (first) ring's size in bytes. Readable after close. */
   get size(): number {
-    return this.#size;
+    return this.#sizes[0];
   }
 
-  /** Bytes written by the kernel and not yet consumed. */
+  /** Every ring's size in bytes, in the order the maps were given. */
+  get sizes(): number[] {
+    return [...this.#sizes];
+  }
+
+  /** Bytes written by the kernel and not yet consumed, over all rings. */
   get pending(): number {
     this.#assertOpen();
-    return Number(Atomics.load(this.#producerPos, 0) - Atomics.load(this.#consumerPos, 0));
+    let sum = 0;
+    for (const ring of this.#rings) sum += ring.pending;
+    return sum;
+  }
+
+  /** Whether some ring stops at a record still being written. */
+  #blocked(): boolean {
+    return this.#rings.some((ring) => ring.blocked);
   }
 
   /**
    * Consumes the records committed so far, in order, calling `fn` for each
    * (discarded records are skipped), at most `limit` of them. The bytes are
-   * only valid during the call. Returns the number of records handed to `fn`.
+   * only valid during the call. A record whose handler throws is consumed.
+   * A handler that closes the reader ends the drain's batch early: the
+   * records after it stay in the ring, and the ring is unmapped on return.
+   * Returns the number of records handed to `fn`.
    */
-  drain(fn: RecordHandler, limit: number = Infinity): number {
+  drain(fn: RingRecordHandler, limit: number = Infinity): number {
     this.#assertOpen();
-    const size = this.#size;
-    const headers = this.#headers;
-    const data = this.#data;
-    let cons = Number(Atomics.load(this.#consumerPos, 0));
-    const prod = Number(Atomics.load(this.#producerPos, 0));
-    let count = 0;
-    this.#blocked = false;
+    // A handler may close the reader: the ring stays mapped until read() returns.
+    this.#draining = true;
     try {
-      while (cons < prod && count < limit) {
-        // Positions grow without bound; the low bits index the ring. A size
-        // is a power of two, so % is exact on doubles below 2^53.
-        const at = cons % size;
-        const header = Atomics.load(headers, at >> 2);
-        if (header & BUSY_BIT) {
-          this.#blocked = true; // reserved, not yet committed: stop here
-          break;
-        }
-        const length = header & ~(BUSY_BIT | DISCARD_BIT);
-        if (!(header & DISCARD_BIT)) {
-          fn(data, at + HEADER_SIZE, length);
-          count++;
-        }
-        cons += (length + HEADER_SIZE + 7) & ~7;
+      const rings = this.#rings;
+      let count = 0;
+      // In turn, from a different ring each call, so one busy ring cannot
+      // starve the others.
+      const first = this.#next++ % rings.length;
+      for (let k = 0; k < rings.length && count < limit && !this.#closing; k++) {
+        const i = (first + k) % rings.length;
+        count += rings[i].read(
+          (bytes, offset, length) => fn(bytes, offset, length, i),
+          limit - count,
+        );
       }
+      if (count > 0) this.#found = true;
+      return count;
     } finally {
-      Atomics.store(this.#consumerPos, 0, BigInt(cons));
+      this.#draining = false;
+      if (this.#closing && !this.#pending) this.#release();
     }
-    if (count > 0) this.#found = true;
-    return count;
   }
 
   /**
    * Waits until records may be ready. Resolves `true` when it is worth calling
    * {@linkcode drain} (which may still find nothing after a timed wait), and
-   * `false` once the reader is stopped or closed.
+   * `false` once the reader is stopped, or closed while waiting.
+   *
+   * @throws {TypeError} if the reader is closed.
    */
   async wait(): Promise<boolean> {
-    if (this.#stopped || this.#closing) return false;
+    if (this.#closing) throw new TypeError("RingBuffer is closed");
+    if (this.#stopped) return false;
     if (this.#pending) throw new TypeError("RingBuffer.wait() is already pending");
     const pending = this.pending;
+    const blocked = this.#blocked();
     const found = this.#found; // records drained since the last wait
     this.#found = false;
-    if (!this.#blocked && pending >= this.#batchBytes) {
+    if (!blocked && pending >= this.#batchBytes) {
       // A batch is waiting already: skip epoll, but give timers and signal
       // handlers a turn so a storm cannot starve them.
       await new Promise((resolve) => setTimeout(resolve, 0));
@@ -219,13 +287,14 @@ export class RingBuffer implements Disposable {
     }
     // Wait forever only when the ring is empty and the last look found
     // nothing: then the producer's next record comes with a wakeup.
-    const timeout = this.#blocked ? 1 : pending > 0 || found ? this.#tailWaitMs : -1;
-    this.#pending = c().epoll_wait(this.#epfd, this.#events, 2, timeout);
+    const timeout = blocked ? 1 : pending > 0 || found ? this.#tailWaitMs : -1;
+    const slots = this.#rings.length + 1;
+    this.#pending = c().epoll_wait(this.#res.epfd, this.#events, slots, timeout);
     try {
       await this.#pending;
     } finally {
       this.#pending = undefined;
-      if (this.#closing) this.#release();
+      if (this.#closing && !this.#draining) this.#release();
     }
     return !(this.#stopped || this.#closing);
   }
@@ -238,22 +307,30 @@ export class RingBuffer implements Disposable {
     if (this.#stopped || this.#released) return;
     this.#stopped = true;
     const one = new BigUint64Array([1n]);
-    c().write(this.#stopfd, new Uint8Array(one.buffer), 8n);
+    c().write(this.#res.stopfd, new Uint8Array(one.buffer), 8n);
   }
 
   /**
    * Yields every record decoded with `layout`, until {@linkcode stop} (after
    * which what is left in the ring is still delivered) or close.
+   *
+   * @throws {TypeError} if the reader is closed.
    */
-  async *records<F extends Fields>(layout: Layout<F>): AsyncGenerator<Decoded<F>> {
+  records<L extends AnyLayout>(layout: L): AsyncGenerator<RecordOf<L>> {
+    this.#assertOpen();
+    return this.#records(layout);
+  }
+
+  async *#records<L extends AnyLayout>(layout: L): AsyncGenerator<RecordOf<L>> {
     // Decode in small chunks: a storm's whole backlog decoded at once would
     // keep thousands of records alive across garbage collections.
-    const batch: Decoded<F>[] = [];
-    const collect: RecordHandler = (bytes, offset) => {
-      batch.push(layout.decode(bytes, offset));
+    const batch: RecordOf<L>[] = [];
+    const collect: RecordHandler = (bytes, offset, length) => {
+      batch.push(layout.decode(bytes, offset, length) as RecordOf<L>);
     };
     let more = true;
     while (more) {
+      if (this.#closing) return;
       more = await this.wait();
       for (;;) {
         if (this.#released) return;
@@ -269,10 +346,13 @@ export class RingBuffer implements Disposable {
     if (this.#closing) return;
     this.stop();
     this.#closing = true;
-    // A pending epoll_wait still uses the epoll fd: release when it returns.
-    if (!this.#pending) this.#release();
+    if (this.#draining) { for (const ring of this.#rings) ring.interrupt(); }
+    // A pending epoll_wait still uses the epoll fd, and a drain the ring:
+    // release when they return.
+    if (!this.#pending && !this.#draining) this.#release();
   }
 
+  /** Calls {@linkcode close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }
@@ -280,16 +360,11 @@ export class RingBuffer implements Disposable {
   #release() {
     if (this.#released) return;
     this.#released = true;
-    if (this.#epfd >= 0) c().close(this.#epfd);
-    if (this.#stopfd >= 0) c().close(this.#stopfd);
-    if (this.#consumerPtr) c().munmap(this.#consumerPtr, BigInt(this.#page));
-    if (this.#producerPtr) {
-      c().munmap(this.#producerPtr, BigInt(this.#page + 2 * this.#size));
-    }
-    this.#consumerPtr = this.#producerPtr = null;
+    unclosedRings.unregister(this);
+    this.#res.release();
   }
 
   #assertOpen() {
-    if (this.#released) throw new TypeError("RingBuffer is closed");
+    if (this.#closing) throw new TypeError("RingBuffer is closed");
   }
 }

@@ -5,8 +5,7 @@
  * @module
  */
 
-import { c, cstr } from "./_ffi.ts";
-import { checkErrno, failure } from "./errors.ts";
+import { c, checkErrno, cstr, failure } from "./_ffi.ts";
 import { pathExists } from "./_sys.ts";
 
 /** Where tracefs is mounted on modern systems. */
@@ -98,6 +97,8 @@ export class TracePipe implements Disposable {
     c().close(this.#fd);
     this.#fd = -1;
   }
+
+  /** Calls {@linkcode close}, for `using` declarations. */
 
   [Symbol.dispose](): void {
     this.close();

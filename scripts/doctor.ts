@@ -13,7 +13,7 @@
  */
 
 import { parseArgs, styleText } from "node:util";
-import { type Check, doctor, type DoctorReport, summaryLine } from "../lib/doctor.ts";
+import { type Check, doctor, type DoctorReport, summaryLine } from "../lib/unlink/doctor.ts";
 
 /** The help text. */
 export const USAGE = `Usage: sudo deno run --allow-ffi --allow-env scripts/doctor.ts [options]

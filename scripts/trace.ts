@@ -17,6 +17,7 @@ import { parseArgs, styleText } from "node:util";
 import { errorLine, status, STOP_SIGNALS } from "./_cli.ts";
 import { main as doctorMain } from "./doctor.ts";
 import { outputClosed } from "../lib/_sys.ts";
+import { checkRingSize, logToStderr, releaseFreedMemory, setLogHandler } from "../mod.ts";
 import {
   ATTACH_METHODS,
   type AttachMethod,
@@ -25,15 +26,11 @@ import {
   envelope,
   EventWriter,
   formatText,
-  isRingSize,
-  logToStderr,
-  releaseFreedMemory,
-  setLogHandler,
   TEXT_HEADER,
   unlinkEvent,
   UnlinkTracer,
   type UnlinkTracerOptions,
-} from "../mod.ts";
+} from "../lib/unlink/mod.ts";
 
 const USAGE = `Usage: sudo deno run --allow-ffi --allow-env scripts/trace.ts [options]
 
@@ -92,7 +89,9 @@ function ringSize(text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
   const m = /^(\d+)([kKmMgG]?)$/.exec(text);
   const n = m ? Number(m[1]) * SUFFIXES[m[2].toLowerCase()] : NaN;
-  if (!isRingSize(n)) {
+  try {
+    checkRingSize(n);
+  } catch {
     throw new UsageError(
       `--ringbuf-size needs a power of two from 4096 to 2G bytes, got "${text}"`,
     );
@@ -124,7 +123,8 @@ export function parseTraceArgs(args: string[]): TraceArgs {
       },
     }));
   } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error));
+    // parseArgs explains over several lines; the first says what is wrong.
+    throw new UsageError((error instanceof Error ? error.message : String(error)).split("\n")[0]);
   }
   const mode = values.mode ?? "auto";
   if (mode !== "auto" && !ATTACH_METHODS.includes(mode as AttachMethod)) {

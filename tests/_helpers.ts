@@ -1,9 +1,12 @@
 /**
  * Shared test plumbing: kernel tests that skip with a reason outside CI and
- * fail inside it, and a child process that unlinks on cue.
+ * fail inside it, a child process that unlinks on cue, scripts/trace.ts run
+ * around it, and synthetic `struct unlink_event` records.
  *
  * @module
  */
+
+import { unlinkEvent } from "../mod.ts";
 
 const CI = Deno.env.get("CI") === "true";
 const root = new URL("..", import.meta.url).pathname;
@@ -148,4 +151,40 @@ export function bpfFds(): string[] {
 /** How many fds this process has open. */
 export function fdCount(): number {
   return [...Deno.readDirSync("/proc/self/fd")].length;
+}
+
+/** The fields of a synthetic `struct unlink_event`; any left out get plain values. */
+export interface RecordFields {
+  ts?: number;
+  latency?: number;
+  pid?: number;
+  uid?: number;
+  ret?: number;
+  flags?: number;
+  comm?: Uint8Array;
+  filename?: Uint8Array;
+}
+
+/**
+ * One `struct unlink_event` as bpf/unlink.bpf.c writes it, for pure tests of
+ * decoding and formatting. As there, names are cut to leave room for a NUL:
+ * comm to 15 bytes, filename to 255 (set `flags` to say it was cut).
+ */
+export function unlinkRecord(fields: RecordFields = {}): Uint8Array {
+  const F = unlinkEvent.fields;
+  const bytes = new Uint8Array(unlinkEvent.size);
+  const v = new DataView(bytes.buffer);
+  const ts = fields.ts ?? 1_234_567_890_123;
+  v.setUint32(F.ts_ns[1], ts % 2 ** 32, true);
+  v.setUint32(F.ts_ns[1] + 4, Math.floor(ts / 2 ** 32), true);
+  v.setUint32(F.latency_ns[1], fields.latency ?? 12_345, true);
+  v.setUint32(F.tgid[1], fields.pid ?? 4242, true);
+  v.setUint32(F.tid[1], (fields.pid ?? 4242) + 1, true);
+  v.setUint32(F.uid[1], fields.uid ?? 0, true);
+  v.setInt32(F.ret[1], fields.ret ?? 0, true);
+  v.setUint32(F.flags[1], fields.flags ?? 0, true);
+  const text = new TextEncoder();
+  bytes.set((fields.comm ?? text.encode("rm")).subarray(0, 15), F.comm[1]);
+  bytes.set((fields.filename ?? text.encode("/tmp/x")).subarray(0, 255), F.filename[1]);
+  return bytes;
 }

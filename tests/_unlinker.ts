@@ -2,11 +2,14 @@
  * A test child with a known pid and comm that deletes files on cue, so tests
  * can trace exactly what it did. Usage:
  *
- *   deno run -A tests/_unlinker.ts unlink:PATH unlinkat:PATH rmdir:PATH ...
+ *   deno run -A tests/_unlinker.ts unlink:PATH unlinkat:PATH rmdir:PATH touch:PATH ...
  *
  * It names itself `dbpf_unlinker`, prints `ready`, waits for a line on stdin,
- * performs each operation with the raw libc call (unlink(2), unlinkat(2), or
- * unlinkat(2) with AT_REMOVEDIR), and prints one JSON array of results.
+ * performs each operation with the raw libc call (unlink(2), unlinkat(2),
+ * unlinkat(2) with AT_REMOVEDIR, or for `touch` creat(2), which makes an
+ * empty file), and prints one JSON array of results. An op ending in
+ * `hex` takes the path as hex bytes (`unlinkhex:2f746d702fff`), so it can
+ * name a file whose name is not UTF-8, which a command-line argument cannot.
  *
  * @module
  */
@@ -19,20 +22,33 @@ const libc = Deno.dlopen("libc.so.6", {
   unlink: { parameters: ["buffer"], result: "i32" },
   unlinkat: { parameters: ["i32", "buffer", "i32"], result: "i32" },
   prctl: { parameters: ["i32", "buffer", "u64", "u64", "u64"], result: "i32" },
+  creat: { parameters: ["buffer", "u32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 });
 const cstr = (s: string) => new TextEncoder().encode(s + "\0");
+const hexCstr = (hex: string) =>
+  new Uint8Array([...(hex.match(/../g) ?? []).map((b) => parseInt(b, 16)), 0]);
 const errno = () => new Deno.UnsafePointerView(libc.symbols.__errno_location()!).getInt32();
 
 libc.symbols.prctl(PR_SET_NAME, cstr("dbpf_unlinker"), 0n, 0n, 0n);
 console.log("ready");
 for await (const _ of Deno.stdin.readable) break;
 
+function run(op: string, name: Uint8Array): number {
+  const { unlink, unlinkat, creat, close } = libc.symbols;
+  if (op === "unlink") return unlink(name);
+  if (op === "touch") {
+    const fd = creat(name, 0o644);
+    return fd < 0 ? fd : close(fd);
+  }
+  return unlinkat(AT_FDCWD, name, op === "rmdir" ? AT_REMOVEDIR : 0);
+}
+
 const results = Deno.args.map((arg) => {
   const [op, path] = [arg.slice(0, arg.indexOf(":")), arg.slice(arg.indexOf(":") + 1)];
-  const ret = op === "unlink"
-    ? libc.symbols.unlink(cstr(path))
-    : libc.symbols.unlinkat(AT_FDCWD, cstr(path), op === "rmdir" ? AT_REMOVEDIR : 0);
+  const hex = op.endsWith("hex");
+  const ret = run(hex ? op.slice(0, -3) : op, hex ? hexCstr(path) : cstr(path));
   return { op, path, ret, errno: ret < 0 ? errno() : 0 };
 });
 console.log(JSON.stringify(results));

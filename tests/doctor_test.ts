@@ -15,7 +15,7 @@ import {
   parseLockdown,
   summaryLine,
   tracingCapabilities,
-} from "../lib/doctor.ts";
+} from "../lib/unlink/doctor.ts";
 import { formatCheck } from "../scripts/doctor.ts";
 import { ATTACH_METHODS, AttachError, libbpfVersionString, UnlinkTracer } from "../mod.ts";
 import { AUTO_METHOD, kernelTest, ROOT } from "./_helpers.ts";

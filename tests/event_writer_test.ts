@@ -1,31 +1,23 @@
 /** The byte-level event writer must print exactly what the string formatters print. */
 
 import assert from "node:assert/strict";
-import { EventWriter, formatJson, formatText, unlinkEvent } from "../mod.ts";
+import { EventWriter, formatJson, formatText, unlinkEvent } from "../lib/unlink/mod.ts";
+import { TRUNCATED_MARK } from "../lib/unlink/mod.ts";
+import { UNLINK_F_NAME_TRUNCATED } from "../lib/unlink/mod.ts";
+import { unlinkRecord } from "./_helpers.ts";
 
 const encoder = new TextEncoder();
+const record = unlinkRecord;
+const SIZE = unlinkEvent.size;
+const TRUNCATED = UNLINK_F_NAME_TRUNCATED;
+/** A path of exactly `n` bytes. */
+const pathOf = (n: number) => encoder.encode("/tmp/" + "f".repeat(n - 5));
 
-function record(fields: {
-  ts?: number;
-  latency?: number;
-  pid?: number;
-  uid?: number;
-  ret?: number;
-  comm?: Uint8Array;
-  filename?: Uint8Array;
-}): Uint8Array {
-  const bytes = new Uint8Array(304);
-  const v = new DataView(bytes.buffer);
-  const ts = fields.ts ?? 1_234_567_890_123;
-  v.setUint32(0, ts % 2 ** 32, true);
-  v.setUint32(4, Math.floor(ts / 2 ** 32), true);
-  v.setUint32(8, fields.latency ?? 12_345, true);
-  v.setUint32(16, fields.pid ?? 4242, true);
-  v.setUint32(20, (fields.pid ?? 4242) + 1, true);
-  v.setUint32(24, fields.uid ?? 0, true);
-  v.setInt32(28, fields.ret ?? 0, true);
-  bytes.set((fields.comm ?? encoder.encode("rm")).subarray(0, 16), 32);
-  bytes.set((fields.filename ?? encoder.encode("/tmp/x")).subarray(0, 256), 48);
+/** A record whose comm and filename fill their whole fields, which the kernel never sends. */
+function noNul(bytes: Uint8Array): Uint8Array {
+  const F = unlinkEvent.fields;
+  bytes.fill(0x78, F.comm[1], F.comm[1] + 16);
+  bytes.fill(0x66, F.filename[1], F.filename[1] + 256);
   return bytes;
 }
 
@@ -36,13 +28,30 @@ const CASES: [string, Uint8Array][] = [
   ["quote and backslash", record({ filename: encoder.encode('/tmp/a"b\\c') })],
   [
     "control chars",
-    record({ comm: encoder.encode("a\tb"), filename: encoder.encode("/tmp/new\nline\x7f") }),
+    record({ comm: encoder.encode("a\tb"), filename: encoder.encode("/tmp/new\nline\x7f\x1b[2J") }),
   ],
   ["utf-8", record({ filename: encoder.encode("/tmp/caf\u00e9 \u{1f600}") })],
   ["invalid utf-8", record({ filename: new Uint8Array([0x2f, 0xff, 0xfe, 0x41]) })],
+  ["invalid utf-8 comm", record({ comm: new Uint8Array([0x72, 0xff, 0x6d]) })],
+  ["a literal U+FFFD", record({ filename: encoder.encode("/tmp/\ufffd") })],
+  ["255-byte name, not cut", record({ filename: pathOf(255) })],
+  ["cut name", record({ filename: pathOf(300), flags: TRUNCATED })],
   [
-    "full-length comm and filename",
-    record({ comm: encoder.encode("x".repeat(16)), filename: encoder.encode("f".repeat(256)) }),
+    "cut name, ending in half a character",
+    // The kernel keeps 255 bytes; here the 255th is the first of "é" (c3 a9).
+    record({ filename: new Uint8Array([...pathOf(254), 0xc3]), flags: TRUNCATED }),
+  ],
+  [
+    "cut name, invalid utf-8 and a newline",
+    record({
+      filename: new Uint8Array([...pathOf(250), 0x0a, 0xff, 0x41, 0x42]),
+      flags: TRUNCATED,
+    }),
+  ],
+  ["cut name of a failed unlink", record({ ret: -36, filename: pathOf(300), flags: TRUNCATED })],
+  [
+    "comm and filename filling their fields, with no NUL",
+    noNul(record({})),
   ],
   ["empty filename", record({ filename: new Uint8Array(0) })],
   ["latency rounding", record({ latency: 12_350 })],
@@ -57,18 +66,23 @@ for (const format of ["json", "text"] as const) {
     });
     let expected = "";
     // Write each case into a ring-like buffer at an odd offset, as from a ring.
-    const ring = new Uint8Array(304 * CASES.length + 8);
-    CASES.forEach(([, bytes], i) => ring.set(bytes, 8 + i * 304));
+    const ring = new Uint8Array(SIZE * CASES.length + 8);
+    CASES.forEach(([, bytes], i) => ring.set(bytes, 8 + i * SIZE));
     CASES.forEach((_, i) => {
-      writer.record(ring, 8 + i * 304);
-      const e = unlinkEvent.decode(ring, 8 + i * 304);
+      writer.record(ring, 8 + i * SIZE);
+      const e = unlinkEvent.decode(ring, 8 + i * SIZE);
       expected += (format === "json" ? formatJson(e) : formatText(e)) + "\n";
     });
     writer.flush();
-    const actual = new TextDecoder().decode(new Uint8Array(chunks.flatMap((c) => [...c])));
-    const got = actual.split("\n");
+    // Fatal: raw invalid UTF-8 copied into the output must not pass as U+FFFD.
+    const utf8 = new TextDecoder("utf-8", { fatal: true });
+    const got = utf8.decode(new Uint8Array(chunks.flatMap((c) => [...c]))).split("\n");
     expected.split("\n").forEach((line, i) => assert.equal(got[i], line, CASES[i]?.[0]));
-    if (format === "json") { for (const line of got.slice(0, -1)) JSON.parse(line); }
+    CASES.forEach(([what], i) => {
+      const cut = what.startsWith("cut ");
+      if (format === "text") assert.equal(got[i].endsWith(TRUNCATED_MARK), cut, what);
+      else assert.equal(JSON.parse(got[i]).data.filename_truncated, cut ? true : undefined, what);
+    });
   });
 }
 

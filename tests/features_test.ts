@@ -4,14 +4,15 @@
  */
 
 import assert from "node:assert/strict";
+import { parseAttachReason, tryAttach } from "../lib/unlink/mod.ts";
 import {
+  ATTACH_METHODS,
   hasHelper,
   hasMapType,
   hasProgramType,
-  parseAttachReason,
-  tryAttach,
-} from "../lib/features.ts";
-import { ATTACH_METHODS, type MapType, UnlinkTracer } from "../mod.ts";
+  type MapType,
+  UnlinkTracer,
+} from "../mod.ts";
 import { AUTO_METHOD, bpfFds, kernelTest } from "./_helpers.ts";
 
 Deno.test("parseAttachReason splits the tracer's reasons into stage and errno name", () => {

@@ -1,17 +1,21 @@
 /** Text and JSON formatting of unlink events, and errno names. */
 
 import assert from "node:assert/strict";
+import { errnoName } from "../mod.ts";
 import {
   attachText,
   envelope,
-  errnoName,
   eventData,
   formatJson,
   formatText,
   retText,
   TEXT_HEADER,
   type UnlinkEvent,
-} from "../mod.ts";
+  unlinkEvent,
+} from "../lib/unlink/mod.ts";
+import { escapeBytes, TRUNCATED_MARK } from "../lib/unlink/mod.ts";
+import { UNLINK_F_NAME_TRUNCATED } from "../lib/unlink/mod.ts";
+import { type RecordFields, unlinkRecord } from "./_helpers.ts";
 
 const event: UnlinkEvent = {
   ts_ns: 5_000_000_000,
@@ -20,9 +24,19 @@ const event: UnlinkEvent = {
   tid: 4243,
   uid: 1000,
   ret: -2,
+  flags: 0,
+  _pad: 0,
   comm: "rm",
   filename: '/tmp/a "quoted"\nname',
 };
+
+const encoder = new TextEncoder();
+/** A path of exactly `n` bytes. */
+const pathOf = (n: number) => "/tmp/" + "f".repeat(n - 5);
+/** An event decoded from kernel-like bytes, as the tracer yields it. */
+const decoded = (fields: RecordFields) => unlinkEvent.decode(unlinkRecord(fields));
+/** The FILENAME column of a text line (the last column, after LAT). */
+const nameColumn = (line: string) => line.slice(TEXT_HEADER.indexOf("FILENAME"));
 
 Deno.test("errno names cover the common unlink failures", () => {
   assert.deepEqual([1, 2, 13, 16, 20, 21, 30, 36].map(errnoName), [
@@ -92,4 +106,93 @@ Deno.test("attach, lost and summary lines follow the envelope", () => {
     "attached via tracepoint (fentry: load refused (EPERM))",
   );
   assert.equal(attachText("fentry", []), "attached via fentry");
+});
+
+Deno.test("a 255-byte name is whole and unmarked, a cut one is marked in text and JSON", () => {
+  const whole = decoded({ filename: encoder.encode(pathOf(255)) });
+  assert.equal(whole.filename, pathOf(255));
+  assert.equal(nameColumn(formatText(whole)), pathOf(255));
+  const json = JSON.parse(formatJson(whole)).data;
+  assert.equal(json.filename, pathOf(255));
+  assert.ok(!("filename_truncated" in json) && !("filename_b64" in json));
+  assert.ok(!("filename_truncated" in eventData(whole)));
+
+  const cut = decoded({ filename: encoder.encode(pathOf(300)), flags: UNLINK_F_NAME_TRUNCATED });
+  assert.equal(nameColumn(formatText(cut)), pathOf(255) + TRUNCATED_MARK);
+  const parsed = JSON.parse(formatJson(cut));
+  assert.deepEqual(parsed, { type: "event", data: eventData(cut) });
+  assert.equal(parsed.data.filename, pathOf(255));
+  assert.equal(parsed.data.filename_truncated, true);
+  assert.ok(!("filename_b64" in parsed.data));
+  assert.deepEqual(Object.keys(parsed.data).slice(5, 8), [
+    "filename",
+    "filename_truncated",
+    "ret",
+  ]);
+});
+
+Deno.test("a name that is not UTF-8 keeps its exact bytes: base64 in JSON, \\xNN in text", () => {
+  const bytes = new Uint8Array([...encoder.encode("/tmp/bad"), 0xff, 0xfe, 0x2e, 0x41]);
+  const e = decoded({ filename: bytes });
+  assert.deepEqual(e.filename_bytes, bytes);
+  assert.equal(e.filename, "/tmp/bad\ufffd\ufffd.A");
+  assert.equal(nameColumn(formatText(e)), "/tmp/bad\\xff\\xfe.A");
+  const parsed = JSON.parse(formatJson(e));
+  assert.deepEqual(parsed, { type: "event", data: eventData(e) });
+  assert.equal(parsed.data.filename, "/tmp/bad\ufffd\ufffd.A");
+  assert.deepEqual(Uint8Array.fromBase64(parsed.data.filename_b64!), bytes);
+  assert.ok(!("filename_truncated" in parsed.data));
+  assert.deepEqual(Object.keys(parsed.data).slice(5, 8), ["filename", "filename_b64", "ret"]);
+});
+
+Deno.test("a cut name ending in half a character is marked cut and keeps its 255 bytes", () => {
+  const bytes = encoder.encode(pathOf(254) + "\u00e9").subarray(0, 255);
+  const e = decoded({ filename: bytes, flags: UNLINK_F_NAME_TRUNCATED });
+  assert.equal(nameColumn(formatText(e)), `${pathOf(254)}\\xc3${TRUNCATED_MARK}`);
+  const data = JSON.parse(formatJson(e)).data;
+  assert.equal(data.filename_truncated, true);
+  assert.deepEqual(Uint8Array.fromBase64(data.filename_b64), bytes);
+  assert.equal(data.filename, pathOf(254) + "\ufffd");
+});
+
+Deno.test("valid non-ASCII UTF-8, even a literal U+FFFD, is shown as itself with no base64", () => {
+  for (const name of ["/tmp/caf\u00e9", "/tmp/\u{1f600}.txt", "/tmp/\u65e5\u672c", "/tmp/\ufffd"]) {
+    const e = decoded({ filename: encoder.encode(name) });
+    assert.equal(e.filename_bytes, undefined, name);
+    assert.equal(nameColumn(formatText(e)), name);
+    const data = JSON.parse(formatJson(e)).data;
+    assert.equal(data.filename, name);
+    assert.ok(!("filename_b64" in data), name);
+  }
+});
+
+Deno.test("control characters, quotes and backslashes survive JSON and are escaped in text", () => {
+  const name = '/tmp/a\nb\x1b[31mc\x7f"q"\\d\te';
+  const e = decoded({ filename: encoder.encode(name) });
+  assert.equal(nameColumn(formatText(e)), '/tmp/a\\x0ab\\x1b[31mc\\x7f"q"\\d\\x09e');
+  const data = JSON.parse(formatJson(e)).data;
+  assert.equal(data.filename, name);
+  assert.ok(!("filename_b64" in data) && !("filename_truncated" in data));
+});
+
+Deno.test("escapeBytes shows each byte outside valid UTF-8 as \\xNN and the rest as text", () => {
+  const show = (...b: number[]) => escapeBytes(new Uint8Array(b));
+  assert.equal(show(0x61, 0xc3, 0xa9, 0x0a), "a\u00e9\\x0a");
+  assert.equal(show(0xf0, 0x9f, 0x98, 0x80), "\u{1f600}");
+  assert.equal(show(0xc0, 0xaf), "\\xc0\\xaf", "overlong /");
+  assert.equal(show(0xe0, 0x80, 0xaf), "\\xe0\\x80\\xaf", "overlong, 3 bytes");
+  assert.equal(show(0xed, 0xa0, 0x80), "\\xed\\xa0\\x80", "a UTF-16 surrogate");
+  assert.equal(show(0xf4, 0x90, 0x80, 0x80), "\\xf4\\x90\\x80\\x80", "past U+10FFFF");
+  assert.equal(show(0xe2, 0x82), "\\xe2\\x82", "a sequence cut short");
+  assert.equal(show(0xe2, 0x82, 0x41), "\\xe2\\x82A");
+  assert.equal(show(0x80, 0x62), "\\x80b", "a lone continuation byte");
+  assert.equal(show(), "");
+});
+
+Deno.test("a name that starts with U+FEFF keeps it, whole or after a bad byte", () => {
+  const e = decoded({ filename: encoder.encode("\ufeffx") });
+  assert.equal(e.filename, "\ufeffx");
+  assert.equal(JSON.parse(formatJson(e)).data.filename, "\ufeffx");
+  assert.equal(nameColumn(formatText(e)), "\ufeffx");
+  assert.equal(escapeBytes(new Uint8Array([0xff, 0xef, 0xbb, 0xbf, 0x78])), "\\xff\ufeffx");
 });

@@ -69,7 +69,13 @@ for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
     async () => {
       const dir = scratch(["a"]);
       const unlinker = await spawnUnlinker([`unlink:${dir}/a`]);
-      const { child, out, err, stderr } = await startTracer(["--json", "-p", `${unlinker.pid}`]);
+      const { child, out, err, stderr } = await startTracer([
+        "--json",
+        "-p",
+        `${unlinker.pid}`,
+        "-n",
+        "dbpf_unlinker",
+      ]);
       await unlinker.go();
       let stdout = await within(10_000, "the event line", readUntil(out, '"type":"event"'));
       child.kill(signal);

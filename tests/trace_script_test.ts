@@ -25,9 +25,12 @@ kernelTest(
       `unlinkat:${dir}/b`,
       `unlinkat:${dir}/missing`,
     ]);
-    const run = await traceWhile(["--json", "-p", String(child.pid)], async () => {
-      await child.go();
-    });
+    const run = await traceWhile(
+      ["--json", "-p", String(child.pid), "-n", "dbpf_unlinker"],
+      async () => {
+        await child.go();
+      },
+    );
     Deno.removeSync(dir, { recursive: true });
     assert.equal(run.code, 0, run.stderr);
     const lines = run.stdout.trimEnd().split("\n").map((l) => JSON.parse(l));
@@ -68,7 +71,10 @@ kernelTest(
 kernelTest("trace.ts text mode aligns under the header and -x shows only failures", async () => {
   const dir = scratch(["ok"]);
   const child = await spawnUnlinker([`unlink:${dir}/ok`, `unlink:${dir}/gone`]);
-  const run = await traceWhile(["-x", "-p", String(child.pid)], () => child.go().then(() => {}));
+  const run = await traceWhile(
+    ["-x", "-p", String(child.pid), "-n", "dbpf_unlinker"],
+    () => child.go().then(() => {}),
+  );
   Deno.removeSync(dir, { recursive: true });
   assert.equal(run.code, 0, run.stderr);
   const [header, ...rows] = run.stdout.trimEnd().split("\n");
@@ -179,6 +185,8 @@ kernelTest(
         "2",
         "-p",
         String(child.pid),
+        "-n",
+        "dbpf_unlinker",
       ],
       stdout: "piped",
       stderr: "piped",
@@ -207,7 +215,7 @@ kernelTest(
     const n = 3000;
     const { dir, child } = await spawnBurst(n);
     const run = await traceWhile(
-      ["--json", "--ringbuf-size", "4096", "-p", String(child.pid)],
+      ["--json", "--ringbuf-size", "4096", "-p", String(child.pid), "-n", "dbpf_unlinker"],
       () => child.go().then(() => {}),
     );
     Deno.removeSync(dir, { recursive: true });
@@ -369,6 +377,7 @@ Deno.test("parseTraceArgs maps flags to tracer options", () => {
     count: 5,
     durationMs: 1500,
     verbose: true,
+    doctor: false,
     help: false,
   });
   assert.deepEqual(parseTraceArgs([]).tracer, {

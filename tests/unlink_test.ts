@@ -32,7 +32,9 @@ async function traceChild(
   options: UnlinkTracerOptions,
   child: Unlinker,
 ): Promise<{ events: UnlinkEvent[]; tracer: UnlinkTracer }> {
-  const tracer = UnlinkTracer.open({ mode: TEST_MODE, ...options });
+  // The child's own runtime threads share its pid and may delete cache files
+  // (Deno's V8 code cache) while it runs: only its main thread's comm counts.
+  const tracer = UnlinkTracer.open({ mode: TEST_MODE, comm: "dbpf_unlinker", ...options });
   const events: UnlinkEvent[] = [];
   const reading = (async () => {
     for await (const e of tracer) events.push(e);

@@ -10,15 +10,18 @@
  * @module
  */
 
+// What depends on the attach method runs once per method; the rest once, in auto mode.
 const LADDER = [
   "tests/unlink_test.ts",
   "tests/trace_script_test.ts",
-  "tests/trace_exit_test.ts",
-  "tests/handles_test.ts",
+  "tests/names_test.ts",
 ];
 const ALL = [
   ...LADDER,
+  "tests/trace_exit_test.ts",
+  "tests/handles_test.ts",
   "tests/permissions_test.ts",
+  "tests/attach_target_test.ts",
   "tests/printk_test.ts",
   "tests/url_import_test.ts",
   "tests/doctor_test.ts",

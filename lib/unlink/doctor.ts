@@ -20,12 +20,13 @@
  * @module
  */
 
-import { libbpfVersionString } from "./_ffi.ts";
-import { BpfError } from "./errors.ts";
-import { canTrace, kernelRelease, parseCapEff, pathExists, readSmallFile } from "./_sys.ts";
-import { type AttachProbe, hasMapType, tryAttach } from "./features.ts";
-import { findTracefs, TRACEFS } from "./tracefs.ts";
-import { ATTACH_METHODS, type AttachMethod } from "./unlink.ts";
+import { libbpfVersionString } from "../_ffi.ts";
+import { BpfError } from "../errors.ts";
+import { canTrace, kernelRelease, parseCapEff, pathExists, readSmallFile } from "../_sys.ts";
+import { hasMapType } from "../features.ts";
+import { type AttachProbe, tryAttach } from "./probe.ts";
+import { findTracefs, TRACEFS } from "../tracefs.ts";
+import { ATTACH_METHODS, type AttachMethod } from "./tracer.ts";
 
 /**
  * One check: `ok` is `true` (✓), `false` (✗) or `null` when it cannot be

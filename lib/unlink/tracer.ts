@@ -8,7 +8,7 @@
  *
  * @example Print the next ten unlinks (needs root)
  * ```ts ignore
- * import { UnlinkTracer } from "./unlink.ts";
+ * import { UnlinkTracer } from "./tracer.ts";
  *
  * using tracer = UnlinkTracer.open({ failedOnly: false });
  * console.error(`attached via ${tracer.method}`);
@@ -22,46 +22,96 @@
  * @module
  */
 
-import { UNLINK_BPF_O } from "../bpf/unlink_bpf.ts";
-import { bpf } from "./_ffi.ts";
+import {
+  UNLINK_BPF_O,
+  UNLINK_EVENT_FIELDS,
+  unlinkEvent as generatedLayout,
+} from "../../bpf/unlink_bpf.ts";
+import { bpf } from "../_ffi.ts";
 import {
   AttachError,
   BpfError,
   NotSupportedError,
   PermissionError,
   VerifierError,
-} from "./errors.ts";
-import { checkLayout, defineLayout, type Layout, type RecordOf } from "./layout.ts";
-import { BpfObject, type Link } from "./object.ts";
-import type { BpfMap } from "./map.ts";
-import { type RecordHandler, RingBuffer } from "./ring_buffer.ts";
-import { pathExists, processCanTrace } from "./_sys.ts";
-import { ensureTracefs, findTracefs, TRACEFS } from "./tracefs.ts";
+} from "../errors.ts";
+import { checkLayout, type Decoded, fieldSize, type Layout } from "../layout.ts";
+import { BpfObject, type Link } from "../object.ts";
+import type { BpfMap } from "../map.ts";
+import { checkRingSize, type RecordHandler, RingBuffer } from "../ring_buffer.ts";
+import { pathExists, processCanTrace } from "../_sys.ts";
+import { ensureTracefs, findTracefs, TRACEFS } from "../tracefs.ts";
 
-/** The fields of `struct unlink_event` (bpf/unlink.h): C type and byte offset. */
-const UNLINK_FIELDS = {
-  ts_ns: ["u64", 0],
-  latency_ns: ["u64", 8],
-  tgid: ["u32", 16],
-  tid: ["u32", 20],
-  uid: ["u32", 24],
-  ret: ["i32", 28],
-  comm: ["char[16]", 32],
-  filename: ["char[256]", 48],
-} as const;
+/**
+ * A bit of `UnlinkEvent.flags` (`UNLINK_F_NAME_TRUNCATED` in bpf/unlink.h):
+ * the name was longer than the 255 bytes kept, and `filename` holds only its
+ * first 255 bytes.
+ */
+export const UNLINK_F_NAME_TRUNCATED = 1;
 
-/** `struct unlink_event` from `bpf/unlink.h`, declared once. */
-export const unlinkEvent: Layout<typeof UNLINK_FIELDS> = defineLayout(
-  "unlink_event",
-  304,
-  UNLINK_FIELDS,
-);
+/** The record as bpf/unlink.h declares it, through the generated module. */
+const layout = generatedLayout;
+export { UNLINK_EVENT_FIELDS };
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+const FILENAME_AT = UNLINK_EVENT_FIELDS.filename[1];
+const FILENAME_SIZE = fieldSize(UNLINK_EVENT_FIELDS.filename[0]);
+
+/**
+ * The bytes of the NUL-terminated name at `start`, if they are not valid
+ * UTF-8. A plain byte loop, as this runs for every record: asking the decoded
+ * string instead (`includes("\ufffd")`) costs twice as much.
+ */
+function invalidName(bytes: Uint8Array, start: number): Uint8Array | undefined {
+  let end = start;
+  let ascii = true;
+  for (const limit = start + FILENAME_SIZE; end < limit; end++) {
+    const b = bytes[end];
+    if (b === 0) break;
+    if (b > 0x7f) ascii = false;
+  }
+  if (ascii) return undefined;
+  const raw = bytes.slice(start, end); // a copy: ring memory is reused
+  try {
+    strictUtf8.decode(raw);
+    return undefined;
+  } catch {
+    return raw;
+  }
+}
+
+/**
+ * `struct unlink_event` from `bpf/unlink.h`, declared once. Its decoder adds
+ * `filename_bytes` to a record whose name is not valid UTF-8 (see
+ * {@linkcode UnlinkEvent}).
+ */
+export const unlinkEvent: {
+  /** Decodes one record that starts at `offset` in `bytes`. */
+  decode(bytes: Uint8Array, offset?: number): UnlinkEvent;
+} & Layout<typeof UNLINK_EVENT_FIELDS> = {
+  ...layout,
+  decode(bytes: Uint8Array, offset = 0): UnlinkEvent {
+    const e: UnlinkEvent = layout.decode(bytes, offset);
+    const raw = invalidName(bytes, offset + FILENAME_AT);
+    if (raw) e.filename_bytes = raw;
+    return e;
+  },
+};
 
 /**
  * One `do_unlinkat` call: `tgid` is the process id, `ret` is 0 or -errno,
  * `ts_ns` is CLOCK_MONOTONIC at return, `latency_ns` is return minus entry.
+ *
+ * `filename` is the name as the caller passed it, cut to its first 255 bytes;
+ * `flags` has {@linkcode UNLINK_F_NAME_TRUNCATED} set when it was cut. A name
+ * that is not valid UTF-8 decodes with U+FFFD in place of each invalid
+ * sequence, and its exact bytes are then in `filename_bytes` (absent for a
+ * valid name). `_pad` is always 0.
  */
-export type UnlinkEvent = RecordOf<typeof unlinkEvent>;
+export type UnlinkEvent = Decoded<typeof UNLINK_EVENT_FIELDS> & {
+  /** The exact name bytes, present only when they are not valid UTF-8. */
+  filename_bytes?: Uint8Array;
+};
 
 /** How the tracer hooks `do_unlinkat`, best first. */
 export const ATTACH_METHODS = ["fentry", "kprobe", "tracepoint"] as const;
@@ -81,8 +131,6 @@ export const DEFAULT_RING_SIZE = 2 * 1024 * 1024;
 const WAKEUP_MS = 20;
 const BPF_MAP_TYPE_RINGBUF = 27;
 const ENOENT = 2;
-/** The largest ring the kernel accepts: max_entries is a u32 power of two. */
-const MAX_RING_SIZE = 2 ** 31;
 
 /** Options for {@linkcode UnlinkTracer.open}. Filters run in the kernel. */
 export interface UnlinkTracerOptions {
@@ -96,7 +144,7 @@ export interface UnlinkTracerOptions {
   failedOnly?: boolean;
   /** `"auto"` (default) tries fentry, kprobe, tracepoint in turn. */
   mode?: "auto" | AttachMethod;
-  /** Ring buffer size in bytes: a power of two, at least a page. Default 2 MiB. */
+  /** Ring buffer size in bytes: a power of two from a page to 2 GiB. Default 2 MiB. */
   ringBufferSize?: number;
   /**
    * Whether the tracepoint method may mount tracefs at `/sys/kernel/tracing`
@@ -110,7 +158,9 @@ export interface UnlinkTracerOptions {
 
 /** An attach method that was tried and did not work, and why. */
 export interface SkippedMethod {
+  /** The method that did not work. */
   method: AttachMethod;
+  /** Why, in a few words: `load refused (EPERM)`. */
   reason: string;
 }
 
@@ -122,19 +172,9 @@ function reasonOf(error: BpfError): string {
   return `${stage} (${error.code})`;
 }
 
-/** Whether `size` is a ring size the kernel accepts (checked in doubles, not 32-bit ints). */
-export function isRingSize(size: number): boolean {
-  return Number.isInteger(size) && size >= 4096 && size <= MAX_RING_SIZE &&
-    Number.isInteger(Math.log2(size));
-}
-
 function validate(options: UnlinkTracerOptions): number {
   const size = options.ringBufferSize ?? DEFAULT_RING_SIZE;
-  if (!isRingSize(size)) {
-    throw new RangeError(
-      `Ring buffer size must be a power of two from 4096 bytes to 2 GiB, got ${size}`,
-    );
-  }
+  checkRingSize(size);
   for (const key of ["pid", "uid"] as const) {
     const v = options[key];
     if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 0xfffffffe)) {
@@ -306,6 +346,8 @@ export class UnlinkTracer implements Disposable, AsyncIterable<UnlinkEvent> {
     this.#ring.close();
     this.#obj.close();
   }
+
+  /** Calls {@linkcode close}, for `using` declarations. */
 
   [Symbol.dispose](): void {
     this.close();

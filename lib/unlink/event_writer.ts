@@ -2,16 +2,17 @@
  * Writes unlink events as output bytes straight from the ring, with no string
  * or object per event: the hot path of `scripts/trace.ts`. Its output is byte
  * for byte what {@linkcode formatJson} and {@linkcode formatText} produce from
- * a decoded event (tests hold it to that); anything but plain printable ASCII
- * in a name falls back to exactly that string path.
+ * a decoded event (tests hold it to that). A record with any flag set (a cut
+ * name) or anything but plain printable ASCII in a name falls back to exactly
+ * that string path.
  *
  * @module
  */
 
-import { monotonicToEpochMs } from "./clock.ts";
-import { errnoName } from "./errno.ts";
+import { monotonicToEpochMs } from "../clock.ts";
+import { errnoName } from "../errno.ts";
 import { formatJson, formatText } from "./format.ts";
-import { unlinkEvent } from "./unlink.ts";
+import { unlinkEvent } from "./tracer.ts";
 
 const encoder = new TextEncoder();
 const bytesOf = (s: string) => encoder.encode(s);
@@ -154,6 +155,7 @@ export class EventWriter {
     const start = this.#pos;
     const v = this.#viewOf(bytes);
     const at = bytes.byteOffset + offset;
+    if (v.getUint32(at + F.flags[1], true) !== 0) return this.#slow(start, bytes, offset);
     const ret = v.getInt32(at + F.ret[1], true);
     this.#put(JSON_OPEN);
     this.#isoTime(u64(v, at + F.ts_ns[1]));
@@ -182,6 +184,7 @@ export class EventWriter {
     const start = this.#pos;
     const v = this.#viewOf(bytes);
     const at = bytes.byteOffset + offset;
+    if (v.getUint32(at + F.flags[1], true) !== 0) return this.#slow(start, bytes, offset);
     const ret = v.getInt32(at + F.ret[1], true);
     this.#clock(u64(v, at + F.ts_ns[1]));
     this.#padStart(String(v.getUint32(at + F.tgid[1], true)), 8);

@@ -1,0 +1,421 @@
+/**
+ * A reader for `BPF_MAP_TYPE_PERF_EVENT_ARRAY` maps, the way BPF programs
+ * sent records before BPF ring buffers (Linux 5.8) and many still do: one
+ * perf ring per CPU, each mapped into this process and read straight from
+ * TypeScript, as cilium/ebpf's `perf.Reader` does from Go. Samples the kernel
+ * had no room for are counted in {@linkcode PerfBuffer.lost}.
+ *
+ * Waiting is a nonblocking `epoll_wait` on every CPU's perf event (off the
+ * main thread); consuming is synchronous on the main thread. A stop eventfd
+ * in the same epoll set ends a pending wait at once.
+ *
+ * @example Count records until stopped (needs root and a loaded object)
+ * ```ts ignore
+ * import { PerfBuffer } from "./perf_buffer.ts";
+ * import type { BpfMap } from "./map.ts";
+ *
+ * declare const events: BpfMap; // a BPF_MAP_TYPE_PERF_EVENT_ARRAY
+ * using perf = new PerfBuffer(events);
+ * let n = 0;
+ * while (await perf.wait()) n += perf.drain(() => {});
+ * console.log(`${n} records, ${perf.lost} lost`);
+ * ```
+ *
+ * @module
+ */
+
+import { c, checkErrno, failure } from "./_ffi.ts";
+import { PerfRing } from "./_perf_ring.ts";
+import { BpfError } from "./errors.ts";
+import type { AnyLayout, RecordOf } from "./layout.ts";
+import { type BpfMap, possibleCpus } from "./map.ts";
+
+// struct perf_event_attr, as of its first version (PERF_ATTR_SIZE_VER0)
+const PERF_ATTR_SIZE_VER0 = 64;
+const PERF_TYPE_SOFTWARE = 1;
+const PERF_COUNT_SW_BPF_OUTPUT = 10;
+const PERF_SAMPLE_RAW = 1 << 10;
+const ATTR_DISABLED = 1n; // the first bit of the flags word
+const PERF_FLAG_FD_CLOEXEC = 8n;
+const PERF_EVENT_IOC_ENABLE = 0x2400n; // _IO('$', 0)
+const SYS_PERF_EVENT_OPEN: Record<string, number> = { x86_64: 298, aarch64: 241 };
+const EPERM = 1;
+const EACCES = 13;
+const ENODEV = 19;
+const PROT_READ = 0x1;
+const PROT_WRITE = 0x2;
+const MAP_SHARED = 0x1;
+const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
+const EPOLL_CLOEXEC = 0x80000;
+const EPOLL_CTL_ADD = 1;
+const EPOLLIN = 0x1;
+const EFD_CLOEXEC = 0x80000;
+const EFD_NONBLOCK = 0x800;
+const STOP_TOKEN = 0xffff_ffff;
+/** How many records {@linkcode PerfBuffer.records} decodes at a time. */
+const RECORDS_CHUNK = 256;
+
+// struct epoll_event is packed on x86_64 (12 bytes), naturally aligned elsewhere.
+const EPOLL_EVENT_SIZE = Deno.build.arch === "x86_64" ? 12 : 16;
+
+/**
+ * Called once per sample with the bytes that hold it, the offset and length
+ * of its raw data, and the CPU that sent it. The kernel pads the data to keep
+ * records 8-byte aligned, so `length` may exceed what the program sent by up
+ * to 7 bytes. The bytes are only valid during the call.
+ */
+export type PerfRecordHandler = (
+  bytes: Uint8Array,
+  offset: number,
+  length: number,
+  cpu: number,
+) => void;
+
+/** Options for {@linkcode PerfBuffer}. */
+export interface PerfBufferOptions {
+  /** Data pages per CPU, a power of two. Default 8 (32 KiB with 4 KiB pages). */
+  pageCount?: number;
+  /**
+   * The kernel wakes the reader once per this many samples. Default 1. A
+   * larger number saves wakeups in a storm, at the cost of latency: the
+   * reader looks again {@linkcode tailWaitMs} after a wakeup, but samples
+   * that arrive after that wait for the next wakeup.
+   */
+  wakeupEvents?: number;
+  /**
+   * With `wakeupEvents` above 1: after a wait that found samples, how long
+   * to wait for the next wakeup before looking at the rings anyway, in ms.
+   * Default 25.
+   */
+  tailWaitMs?: number;
+}
+
+/** What a {@linkcode PerfBuffer} holds from the kernel, freed by close or the finalizer. */
+interface Held {
+  fds: number[];
+  mappings: { ptr: Deno.PointerObject; length: number }[];
+}
+
+function releaseHeld(held: Held) {
+  for (const { ptr, length } of held.mappings) c().munmap(ptr, BigInt(length));
+  for (const fd of held.fds) c().close(fd);
+  held.mappings.length = 0;
+  held.fds.length = 0;
+}
+
+/** Safety net only: a reader dropped without close() still frees its fds and mappings. */
+const unclosedReaders = new FinalizationRegistry<Held>(releaseHeld);
+
+/** One CPU's perf event and its mapped ring. */
+interface CpuRing {
+  cpu: number;
+  ring: PerfRing;
+  /** Calls the current drain's handler with this ring's CPU. */
+  handler: (bytes: Uint8Array, offset: number, length: number) => void;
+}
+
+function perfEventAttr(wakeupEvents: number): Uint8Array<ArrayBuffer> {
+  const attr = new Uint8Array(PERF_ATTR_SIZE_VER0);
+  const view = new DataView(attr.buffer);
+  view.setUint32(0, PERF_TYPE_SOFTWARE, true); // type
+  view.setUint32(4, PERF_ATTR_SIZE_VER0, true); // size
+  view.setBigUint64(8, BigInt(PERF_COUNT_SW_BPF_OUTPUT), true); // config
+  view.setBigUint64(16, 1n, true); // sample_period: every output is a sample
+  view.setBigUint64(24, BigInt(PERF_SAMPLE_RAW), true); // sample_type
+  view.setBigUint64(40, ATTR_DISABLED, true); // enabled once mapped
+  view.setUint32(48, wakeupEvents, true); // wakeup_events
+  return attr;
+}
+
+function epollAdd(epfd: number, fd: number, token: number) {
+  const ev = new Uint8Array(EPOLL_EVENT_SIZE);
+  const view = new DataView(ev.buffer);
+  view.setUint32(0, EPOLLIN, true);
+  view.setUint32(EPOLL_EVENT_SIZE - 8, token, true);
+  checkErrno(c().epoll_ctl(epfd, EPOLL_CTL_ADD, fd, ev), `watch fd ${fd} with epoll`);
+}
+
+/**
+ * Reads a `BPF_MAP_TYPE_PERF_EVENT_ARRAY` map that the BPF program writes
+ * with `bpf_perf_event_output(ctx, &map, BPF_F_CURRENT_CPU, ...)`. Create it
+ * after the object is loaded; it opens one perf event per online CPU and
+ * stores it in the map at the CPU's index. Use one reader per map.
+ */
+export class PerfBuffer implements Disposable {
+  #map: BpfMap;
+  #name: string;
+  #rings: CpuRing[] = [];
+  #held: Held = { fds: [], mappings: [] };
+  #epfd = -1;
+  #stopfd = -1;
+  #events: Uint8Array<ArrayBuffer>;
+  #fn: PerfRecordHandler = () => {};
+  #next = 0;
+  #wakeupEvents: number;
+  #tailWaitMs: number;
+  #pending: Promise<number> | undefined;
+  #found = false;
+  #stopped = false;
+  #closing = false;
+  #released = false;
+
+  /** Opens a perf ring on every online CPU and stores them in `map`. */
+  constructor(map: BpfMap, options: PerfBufferOptions = {}) {
+    const pageCount = options.pageCount ?? 8;
+    if (!Number.isInteger(pageCount) || pageCount < 1 || (pageCount & (pageCount - 1)) !== 0) {
+      throw new RangeError(`pageCount must be a power of two, got ${pageCount}`);
+    }
+    const wakeupEvents = options.wakeupEvents ?? 1;
+    if (!Number.isInteger(wakeupEvents) || wakeupEvents < 1 || wakeupEvents > 0xffff_ffff) {
+      throw new RangeError(`wakeupEvents must be a positive integer, got ${wakeupEvents}`);
+    }
+    const syscallNumber = SYS_PERF_EVENT_OPEN[Deno.build.arch];
+    if (syscallNumber === undefined) {
+      throw new TypeError(
+        `PerfBuffer does not know perf_event_open's number on ${Deno.build.arch}`,
+      );
+    }
+    if (map.fd < 0) throw new TypeError(`Map "${map.name}" is not loaded yet`);
+    if (map.type !== "perf_event_array") {
+      throw new TypeError(
+        `Map "${map.name}" is not a BPF_MAP_TYPE_PERF_EVENT_ARRAY; read a ring buffer with RingBuffer`,
+      );
+    }
+    const cpus = possibleCpus();
+    if (map.maxEntries < cpus) {
+      throw new TypeError(
+        `Map "${map.name}" has ${map.maxEntries} entries for ${cpus} possible CPUs; ` +
+          `leave its max_entries unset and libbpf sizes it`,
+      );
+    }
+    this.#map = map;
+    this.#name = map.name;
+    this.#wakeupEvents = wakeupEvents;
+    this.#tailWaitMs = options.tailWaitMs ?? 25;
+    const page = c().getpagesize();
+    const length = (1 + pageCount) * page;
+    const attr = perfEventAttr(wakeupEvents);
+    const key = new Uint32Array(1);
+    const value = new Int32Array(1);
+    try {
+      this.#epfd = checkErrno(
+        c().epoll_create1(EPOLL_CLOEXEC),
+        "create the perf buffer's epoll set",
+      );
+      this.#held.fds.push(this.#epfd);
+      this.#stopfd = checkErrno(
+        c().eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK),
+        "create the perf buffer's stop eventfd",
+      );
+      this.#held.fds.push(this.#stopfd);
+      epollAdd(this.#epfd, this.#stopfd, STOP_TOKEN);
+      for (let cpu = 0; cpu < cpus; cpu++) {
+        const fd = Number(
+          c().perf_event_open(BigInt(syscallNumber), attr, -1, cpu, -1, PERF_FLAG_FD_CLOEXEC),
+        );
+        if (fd < 0) {
+          const error = failure(`open a BPF output perf event on CPU ${cpu}`);
+          if (error.errno === ENODEV) continue; // possible but offline
+          if (error.errno !== EACCES && error.errno !== EPERM) throw error;
+          throw new BpfError(error.operation, error.errno, {
+            hint: "it needs root or CAP_PERFMON; run it with sudo",
+          });
+        }
+        this.#held.fds.push(fd);
+        const ptr = c().mmap(null, BigInt(length), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0n);
+        if (ptr === null || Deno.UnsafePointer.value(ptr) === MAP_FAILED) {
+          throw failure(`map the perf ring of CPU ${cpu} (${length} bytes)`, {
+            hint: "try a smaller pageCount",
+          });
+        }
+        this.#held.mappings.push({ ptr, length });
+        const ring = new PerfRing(
+          Deno.UnsafePointerView.getArrayBuffer(ptr, length),
+          page,
+          pageCount * page,
+        );
+        checkErrno(
+          c().ioctl(fd, PERF_EVENT_IOC_ENABLE, 0n),
+          `enable the perf event of CPU ${cpu}`,
+        );
+        key[0] = cpu;
+        value[0] = fd;
+        map.update(new Uint8Array(key.buffer), new Uint8Array(value.buffer));
+        const entry: CpuRing = {
+          cpu,
+          ring,
+          handler: (bytes, offset, length) => this.#fn(bytes, offset, length, cpu),
+        };
+        this.#rings.push(entry);
+        epollAdd(this.#epfd, fd, this.#rings.length - 1);
+      }
+      if (this.#rings.length === 0) {
+        throw new TypeError(`No CPU is online to open a perf ring on (${cpus} possible)`);
+      }
+    } catch (error) {
+      this.#forget();
+      releaseHeld(this.#held);
+      this.#released = true;
+      throw error;
+    }
+    this.#events = new Uint8Array(EPOLL_EVENT_SIZE * (this.#rings.length + 1));
+    unclosedReaders.register(this, this.#held, this);
+  }
+
+  /** The CPUs that have a ring, in order. */
+  get cpus(): number[] {
+    return this.#rings.map((r) => r.cpu);
+  }
+
+  /**
+   * Samples the kernel dropped because a ring was full, as reported so far.
+   * The kernel reports a CPU's losses with its next sample that fits, so
+   * drops show up after the reader has made room and the program has sent
+   * again. Still readable after close.
+   */
+  get lost(): number {
+    let lost = 0;
+    for (const r of this.#rings) lost += r.ring.lost;
+    return lost;
+  }
+
+  /** Bytes written by the kernel and not yet consumed, over all CPUs. */
+  get pending(): number {
+    this.#assertOpen();
+    let pending = 0;
+    for (const r of this.#rings) pending += r.ring.pending;
+    return pending;
+  }
+
+  /**
+   * Consumes the samples written so far, calling `fn` for each, at most
+   * `limit` of them. Each CPU's samples come in order; successive calls start
+   * from successive CPUs, so a storm on one cannot starve another. Lost
+   * records add to {@linkcode lost}. Returns the number of samples handed to
+   * `fn`.
+   */
+  drain(fn: PerfRecordHandler, limit: number = Infinity): number {
+    this.#assertOpen();
+    const rings = this.#rings;
+    const n = rings.length;
+    const start = this.#next;
+    this.#next = (start + 1) % n;
+    this.#fn = fn;
+    let count = 0;
+    try {
+      for (let i = 0; i < n && count < limit; i++) {
+        const r = rings[(start + i) % n];
+        count += r.ring.read(r.handler, limit - count);
+      }
+    } finally {
+      this.#fn = () => {};
+    }
+    if (count > 0) this.#found = true;
+    return count;
+  }
+
+  /**
+   * Waits until samples may be ready, or `timeoutMs` (the deadline; -1 for
+   * none) has passed. Resolves `true` when it is worth calling
+   * {@linkcode drain} (which may find nothing after a timed wait), and
+   * `false` once the reader is stopped or closed.
+   */
+  async wait(timeoutMs: number = -1): Promise<boolean> {
+    if (this.#stopped || this.#closing) return false;
+    if (this.#pending) throw new TypeError("PerfBuffer.wait() is already pending");
+    const found = this.#found; // samples drained since the last wait
+    this.#found = false;
+    if (this.pending > 0) {
+      // Samples are waiting already: skip epoll, but give timers and signal
+      // handlers a turn so a storm cannot starve them.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      return !(this.#stopped || this.#closing);
+    }
+    let timeout = timeoutMs < 0 ? -1 : Math.ceil(timeoutMs);
+    if (found && this.#wakeupEvents > 1) {
+      // The tail of a burst may never reach the wakeup threshold.
+      timeout = timeout < 0 ? this.#tailWaitMs : Math.min(timeout, this.#tailWaitMs);
+    }
+    this.#pending = c().epoll_wait(this.#epfd, this.#events, this.#rings.length + 1, timeout);
+    try {
+      await this.#pending;
+    } finally {
+      this.#pending = undefined;
+      if (this.#closing) this.#release();
+    }
+    return !(this.#stopped || this.#closing);
+  }
+
+  /**
+   * Ends waiting: a pending {@linkcode wait} resolves `false` at once, and so
+   * does every later one. Samples still in the rings can be drained until close.
+   */
+  stop(): void {
+    if (this.#stopped || this.#released) return;
+    this.#stopped = true;
+    const one = new BigUint64Array([1n]);
+    c().write(this.#stopfd, new Uint8Array(one.buffer), 8n);
+  }
+
+  /**
+   * Yields every sample decoded with `layout`, until {@linkcode stop} (after
+   * which what is left in the rings is still delivered) or close.
+   */
+  async *records<L extends AnyLayout>(layout: L): AsyncGenerator<RecordOf<L>> {
+    // Decode in small chunks: a storm's whole backlog decoded at once would
+    // keep thousands of records alive across garbage collections.
+    const batch: RecordOf<L>[] = [];
+    const collect: PerfRecordHandler = (bytes, offset, length) => {
+      batch.push(layout.decode(bytes, offset, length) as RecordOf<L>);
+    };
+    let more = true;
+    while (more) {
+      more = await this.wait();
+      for (;;) {
+        if (this.#released) return;
+        batch.length = 0;
+        if (this.drain(collect, RECORDS_CHUNK) === 0) break;
+        for (let i = 0; i < batch.length; i++) yield batch[i];
+      }
+    }
+  }
+
+  /**
+   * Stops waiting, takes the perf events out of the map, closes them and
+   * unmaps their rings. Idempotent.
+   */
+  close(): void {
+    if (this.#closing) return;
+    this.stop();
+    this.#closing = true;
+    this.#forget();
+    // A pending epoll_wait still uses the epoll fd: release when it returns.
+    if (!this.#pending) this.#release();
+  }
+
+  /** Closes the reader: `using perf = new PerfBuffer(map)` does it at scope exit. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  /** Takes this reader's perf events out of the map, if the map still exists. */
+  #forget() {
+    if (this.#map.unsafeHandle === null) return; // the object is closed, and its map with it
+    const key = new Uint32Array(1);
+    for (const { cpu } of this.#rings) {
+      key[0] = cpu;
+      this.#map.delete(new Uint8Array(key.buffer));
+    }
+  }
+
+  #release() {
+    if (this.#released) return;
+    this.#released = true;
+    unclosedReaders.unregister(this);
+    releaseHeld(this.#held);
+  }
+
+  #assertOpen() {
+    if (this.#released) throw new TypeError("PerfBuffer is closed");
+  }
+}

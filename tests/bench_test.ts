@@ -1,0 +1,114 @@
+/**
+ * The bench as a user runs it on a machine that lacks one of its peers:
+ * bpftrace missing is one line of report and a run of every other row.
+ */
+
+import assert from "node:assert/strict";
+import { missingLine, PEERS, which } from "../bench/_peers.ts";
+import { kernelTest, ROOT } from "./_helpers.ts";
+
+/**
+ * PATH as it is, except that each directory holding one of `hidden` is
+ * replaced by a mirror of it (symlinks to everything else). Returns the PATH
+ * and the mirrors' parent.
+ */
+function pathWithout(hidden: string[]): { path: string; dir: string } {
+  const dir = Deno.makeTempDirSync({ prefix: "dbpf_path_" });
+  const path = (Deno.env.get("PATH") ?? "").split(":").map((entry, i) => {
+    if (!hidden.some((name) => which(name, entry))) return entry;
+    const mirror = `${dir}/${i}`;
+    Deno.mkdirSync(mirror);
+    for (const e of Deno.readDirSync(entry)) {
+      if (!hidden.includes(e.name)) Deno.symlinkSync(`${entry}/${e.name}`, `${mirror}/${e.name}`);
+    }
+    return mirror;
+  });
+  return { path: path.join(":"), dir };
+}
+
+/** bench/run.ts with `args`, PATH without `hidden`, and no installing. */
+async function runBench(args: string[], hidden: string[]) {
+  const { path, dir } = pathWithout(hidden);
+  try {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", `${ROOT}bench/run.ts`, ...args],
+      env: { PATH: path, DENO_BPF_NO_INSTALL: "1", NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder();
+    return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+}
+
+Deno.test("which finds executables on PATH and nothing else", () => {
+  const dir = Deno.makeTempDirSync({ prefix: "dbpf_which_" });
+  try {
+    Deno.writeTextFileSync(`${dir}/tool`, "#!/bin/sh\n", { mode: 0o755 });
+    Deno.writeTextFileSync(`${dir}/data`, "", { mode: 0o644 });
+    Deno.mkdirSync(`${dir}/folder`);
+    assert.equal(which("tool", `/nonexistent:${dir}`), `${dir}/tool`);
+    assert.equal(which("data", dir), undefined);
+    assert.equal(which("folder", dir), undefined);
+    assert.equal(which("tool", "/nonexistent"), undefined);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("a missing peer is reported in one line that says how to install it", () => {
+  const bpftrace = PEERS.find((p) => p.name === "bpftrace")!;
+  assert.equal(
+    missingLine(bpftrace),
+    "bench: bpftrace not installed (apt-get install bpftrace): its rows are skipped",
+  );
+  for (const peer of PEERS) assert.doesNotMatch(missingLine(peer), /\n/);
+});
+
+kernelTest(
+  "the bench without bpftrace reports it in one line and runs every other row",
+  async () => {
+    const { code, stdout, stderr } = await runBench(
+      ["--quick", "--only", "full1w", "--pairs", "2000"],
+      ["bpftrace"],
+    );
+    assert.equal(code, 0, `exit ${code}\n${stdout}\n${stderr}`);
+    const lines = stdout.split("\n");
+    const mentions = [...lines, ...stderr.split("\n")].filter((l) => l.includes("bpftrace"));
+    assert.deepEqual(
+      mentions.filter((l) => !l.startsWith("machine:") && !l.startsWith("bpftrace prints")),
+      ["bench: bpftrace not installed (apt-get install bpftrace): its rows are skipped"],
+    );
+    assert.match(stdout, /^machine: .*; no bpftrace;/m);
+    const rows = (scenario: string, tracer: string) =>
+      lines.filter((l) => {
+        const [s, t] = l.split(/\s{2,}/);
+        return s === scenario && t === tracer;
+      });
+    assert.deepEqual(rows("full 1w", "bpftrace"), []);
+    for (const tracer of ["C each", "C batched", "deno lib", "trace.ts text", "trace.ts json"]) {
+      const idle = rows("idle", tracer);
+      const storm = rows("full 1w", tracer);
+      assert.equal(idle.length, 1, `no idle row for ${tracer}:\n${stdout}`);
+      assert.equal(storm.length, 1, `no storm row for ${tracer}:\n${stdout}`);
+      assert.match(storm[0], /\s2000\s+2000\s+0\s+ok\s/, `${tracer} lost events:\n${storm[0]}`);
+    }
+    assert.doesNotMatch(stdout, /^ERROR/m);
+  },
+);
+
+kernelTest(
+  "the bench without a C compiler says so in one line and stops with exit 1",
+  async () => {
+    const { code, stdout, stderr } = await runBench(["--quick"], ["cc", "gcc", "clang"]);
+    assert.equal(code, 1, `exit ${code}\n${stdout}\n${stderr}`);
+    const report = stdout.split("\n").filter((l) => l.startsWith("bench:"));
+    assert.deepEqual(report, [
+      "bench: C compiler not installed (apt-get install gcc libc6-dev): " +
+      "the storm and the CPU meter are C, so the bench cannot run",
+    ]);
+    assert.doesNotMatch(stdout, /^scenario/m);
+  },
+);
