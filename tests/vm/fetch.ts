@@ -25,13 +25,9 @@ arm64-6.12 arm64 trixie   linux-image-6.12.117+deb13-arm64 6.12.117-1 7380558538
 `;
 
 /** One row of the table. */
-export interface KernelPin {
+export type KernelPin = Record<"suite" | "pkg" | "version" | "sha256", string> & {
   arch: "amd64" | "arm64";
-  suite: string;
-  pkg: string;
-  version: string;
-  sha256: string;
-}
+};
 
 /** The pinned kernels by name, in the table's order. */
 export const KERNELS: Readonly<Record<string, KernelPin>> = Object.fromEntries(
@@ -167,7 +163,7 @@ export function prepareArm64Root(): Promise<string> {
     await Deno.mkdir(join(root, "usr/local/bin"), { recursive: true });
     await Deno.rename(join(work, "package", "deno"), join(root, "usr/local/bin/deno"));
     await Deno.chmod(join(root, "usr/local/bin/deno"), 0o755);
-    for (const dir of ["proc", "sys", "dev", "tmp", "run", "root", "etc"]) {
+    for (const dir of "proc sys dev tmp run root".split(" ")) {
       await Deno.mkdir(join(root, dir), { recursive: true });
     }
     for (const applet of APPLETS.split(" ")) {

@@ -64,6 +64,9 @@ const QEMU = {
   },
 };
 
+const PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const BASE_ENV = "HOME=/root TMPDIR=/tmp LANG=C.UTF-8 NO_COLOR=1 DENO_DIR=/tmp/deno_dir " +
+  "DENO_NO_UPDATE_CHECK=1";
 const quote = (word: string) => `'${word.replaceAll("'", `'\\''`)}'`;
 
 /** The script /init runs from the run share: mount, chroot, run, report, power off. */
@@ -82,6 +85,7 @@ mnt() { mkdir -p /host$2 2>/dev/null; mount -t $1 \${3:+-o $3} $1 /host$2 || ech
 mnt proc /proc; mnt sysfs /sys; mnt devtmpfs /dev; mnt devpts /dev/pts; mnt tmpfs /dev/shm mode=1777
 mnt tmpfs /tmp mode=1777; mnt tmpfs /run mode=0755; mnt tmpfs /root mode=0700
 mnt tracefs /sys/kernel/tracing; mnt debugfs /sys/kernel/debug; mnt bpf /sys/fs/bpf
+mnt securityfs /sys/kernel/security
 mount -t 9p -o ${P9} checkout /host${
     quote(checkout)
   } || echo "deno_bpf_vm: cannot mount the checkout"
@@ -134,15 +138,9 @@ export async function runInVm(
   const timeoutMs = options.timeoutMs ?? 10 * 60_000;
   const checkout = resolve(import.meta.dirname ?? ".", "..", "..");
   const nonce = crypto.randomUUID();
-  const standard = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
   const env: Record<string, string> = {
-    PATH: image.root === "/" ? `${dirname(Deno.execPath())}:${standard}` : standard,
-    HOME: "/root",
-    TMPDIR: "/tmp",
-    LANG: "C.UTF-8",
-    NO_COLOR: "1",
-    DENO_DIR: "/tmp/deno_dir",
-    DENO_NO_UPDATE_CHECK: "1",
+    ...Object.fromEntries(BASE_ENV.split(" ").map((pair) => pair.split("="))),
+    PATH: image.root === "/" ? `${dirname(Deno.execPath())}:${PATH}` : PATH,
     ...(Deno.env.has("CI") ? { CI: Deno.env.get("CI")! } : {}),
     ...options.env,
     DENO_BPF_VM_KERNEL: kernel,
@@ -178,9 +176,8 @@ export async function runInVm(
   const decoder = new TextDecoder();
   const stderr = new Response(child.stderr).text();
   for await (const chunk of child.stdout) {
-    const lines = (pending + decoder.decode(chunk, { stream: true })).replaceAll("\r", "").split(
-      "\n",
-    );
+    pending += decoder.decode(chunk, { stream: true }).replaceAll("\r", "");
+    const lines = pending.split("\n");
     pending = lines.pop()!;
     for (const line of lines) {
       consoleText += line + "\n";
@@ -200,13 +197,9 @@ export async function runInVm(
   const totalMs = performance.now() - started;
   const fullConsole = consoleText + pending + (await stderr);
   const label = `VM ${kernel} (${image.release})`;
+  const s = timeoutMs / 1000;
   if (timedOut) {
-    throw new VmError(
-      `${label} did not finish "${command.join(" ")}" within ${
-        timeoutMs / 1000
-      } s: qemu was killed`,
-      fullConsole,
-    );
+    throw new VmError(`${label} did not finish within ${s} s: qemu was killed`, fullConsole);
   }
   if (code === undefined) {
     throw new VmError(`${label} stopped without reporting the command's exit status`, fullConsole);
