@@ -24,27 +24,31 @@
  * no permission: libbpf is opened on first use.
  *
  * @example Trace failed unlinks with the library (needs root)
- * ```ts ignore
+ * ```ts
  * import { UnlinkTracer } from "./mod.ts";
  *
- * using tracer = UnlinkTracer.open({ failedOnly: true });
- * Deno.addSignalListener("SIGINT", () => tracer.stop());
- * for await (const e of tracer) {
- *   console.log(`${e.comm}[${e.tgid}] ${e.filename} -> ${e.ret}`);
+ * export async function traceFailures(): Promise<void> {
+ *   using tracer = UnlinkTracer.open({ failedOnly: true });
+ *   Deno.addSignalListener("SIGINT", () => tracer.stop());
+ *   for await (const e of tracer) {
+ *     console.log(`${e.comm}[${e.tgid}] ${e.filename} -> ${e.ret}`);
+ *   }
+ *   console.log(`lost ${tracer.lost}`);
  * }
- * console.log(`lost ${tracer.lost}`);
  * ```
  *
  * @example Count calls per command in a hash map of your own program (needs root)
- * ```ts ignore
+ * ```ts
  * import { BpfObject } from "./mod.ts";
  *
- * using obj = BpfObject.openFile("count.bpf.o");
- * obj.load();
- * using _link = obj.program("count").attachTracepoint("syscalls", "sys_enter_openat");
- * await new Promise((r) => setTimeout(r, 1000));
- * for (const [key, value] of obj.map("counts").entries()) {
- *   console.log(new TextDecoder().decode(key), new DataView(value.buffer).getBigUint64(0, true));
+ * export async function countOpens(): Promise<void> {
+ *   using obj = BpfObject.openFile("count.bpf.o");
+ *   obj.load();
+ *   using _link = obj.program("count").attachTracepoint("syscalls", "sys_enter_openat");
+ *   await new Promise((r) => setTimeout(r, 1000));
+ *   for (const [key, value] of obj.map("counts").entries()) {
+ *     console.log(new TextDecoder().decode(key), new DataView(value.buffer).getBigUint64(0, true));
+ *   }
  * }
  * ```
  *
@@ -120,6 +124,7 @@ export {
   type MapType,
   PinnedMap,
   possibleCpus,
+  TypedMap,
   type UpdateMode,
 } from "./lib/map.ts";
 export {

@@ -23,7 +23,16 @@ struct filename {
 	const char *name;
 };
 
-/* x86_64 only: kprobe arguments are read from these registers. */
+/* arm64: kprobe arguments are in x0..x7, user_pt_regs.regs[] (the first
+ * member of the kernel's struct pt_regs). */
+struct user_pt_regs {
+	__u64 regs[31];
+	__u64 sp;
+	__u64 pc;
+	__u64 pstate;
+};
+
+/* x86_64: kprobe arguments are read from these registers. */
 struct pt_regs {
 	unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8;
 	unsigned long ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;

@@ -202,6 +202,24 @@ int BPF_KRETPROBE(kretprobe_unlink, long ret)
 	return on_exit((int)ret);
 }
 
+/* The same kprobes for arm64, whose registers bpf_tracing.h cannot name in
+ * this (x86) build: one object serves both architectures, and user space
+ * loads the pair that matches the running one. libbpf relocates only the
+ * programs it loads, so the other pair's register names never matter. */
+SEC("kprobe/do_unlinkat")
+int kprobe_unlink_arm64(struct user_pt_regs *regs)
+{
+	struct filename *name = (struct filename *)regs->regs[1];
+
+	return on_enter(BPF_CORE_READ(name, name), false);
+}
+
+SEC("kretprobe/do_unlinkat")
+int kretprobe_unlink_arm64(struct user_pt_regs *regs)
+{
+	return on_exit((int)regs->regs[0]);
+}
+
 /* Syscall tracepoints: glibc's unlink(3) uses unlink(2), rm uses unlinkat(2);
  * unlinkat with AT_REMOVEDIR is rmdir and is left out. */
 SEC("tracepoint/syscalls/sys_enter_unlink")

@@ -28,7 +28,25 @@ export const PERF_RECORD_SAMPLE = 9;
  */
 export type SampleHandler = (bytes: Uint8Array, offset: number, length: number) => void;
 
-/** One CPU's perf ring: a reader over its control page and data area. */
+/**
+ * One CPU's perf ring: a reader over its control page and data area.
+ *
+ * @example Read one sample from a synthetic ring
+ * ```ts
+ * import { DATA_HEAD_OFFSET, PERF_RECORD_SAMPLE, PerfRing } from "./_perf_ring.ts";
+ *
+ * const page = 4096;
+ * const buffer = new ArrayBuffer(2 * page); // the control page, then 4 KiB of data
+ * const data = new DataView(buffer, page);
+ * data.setUint32(0, PERF_RECORD_SAMPLE, true); // header: type
+ * data.setUint16(6, 16, true); // header: size (8) + raw size (4) + 4 raw bytes
+ * data.setUint32(8, 4, true); // raw size
+ * new BigUint64Array(buffer, DATA_HEAD_OFFSET, 1)[0] = 16n; // data_head
+ * const ring = new PerfRing(buffer, page, page);
+ * const n = ring.read((b, at, length) => console.log(b.subarray(at, at + length)));
+ * console.assert(n === 1 && ring.pending === 0 && ring.lost === 0);
+ * ```
+ */
 export class PerfRing {
   /** `data_head` (written by the kernel) and `data_tail` (written by us). */
   #positions: BigUint64Array;

@@ -7,7 +7,29 @@
 
 import { errnoDescription, errnoName } from "./errno.ts";
 
-/** A libbpf or kernel call failed with an errno. */
+/**
+ * A libbpf or kernel call failed with an errno. Its subclasses
+ * {@linkcode PermissionError} and {@linkcode VerifierError} are more
+ * specific: test for them first.
+ *
+ * @example Say which call failed and why, then rethrow
+ * ```ts
+ * import { BpfError } from "./errors.ts";
+ * import { BpfObject } from "./object.ts";
+ *
+ * export function loadFile(path: string): BpfObject {
+ *   const obj = BpfObject.openFile(path);
+ *   try {
+ *     obj.load();
+ *     return obj;
+ *   } catch (e) {
+ *     obj.close();
+ *     if (e instanceof BpfError) console.error(`${e.operation}: ${e.code} (errno ${e.errno})`);
+ *     throw e;
+ *   }
+ * }
+ * ```
+ */
 export class BpfError extends Error {
   /** The positive errno, e.g. `1`. */
   readonly errno: number;
@@ -44,7 +66,25 @@ export class BpfError extends Error {
   }
 }
 
-/** The kernel (or libbpf) lacks a feature; names the version that has it. */
+/**
+ * The kernel (or libbpf) lacks a feature; names the version that has it.
+ *
+ * @example Fall back when the kernel is too old for the tracer
+ * ```ts
+ * import { NotSupportedError } from "./errors.ts";
+ * import { UnlinkTracer } from "./unlink/tracer.ts";
+ *
+ * export function openTracer(): UnlinkTracer | undefined {
+ *   try {
+ *     return UnlinkTracer.open();
+ *   } catch (e) {
+ *     if (!(e instanceof NotSupportedError)) throw e;
+ *     console.error(`no ${e.feature} here; it needs ${e.requires}`);
+ *     return undefined;
+ *   }
+ * }
+ * ```
+ */
 export class NotSupportedError extends Error {
   /** The missing feature, e.g. `"BPF ring buffer"`. */
   readonly feature: string;
@@ -70,6 +110,22 @@ export class NotSupportedError extends Error {
  * has neither CAP_SYS_ADMIN nor CAP_BPF with CAP_PERFMON. A kernel that
  * refuses a privileged process (lockdown, an LSM) raises a plain
  * {@linkcode BpfError} instead, because sudo would not help there.
+ *
+ * @example Exit with the one-line advice instead of a stack trace
+ * ```ts
+ * import { PermissionError } from "./errors.ts";
+ * import { UnlinkTracer } from "./unlink/tracer.ts";
+ *
+ * export function openOrExit(): UnlinkTracer {
+ *   try {
+ *     return UnlinkTracer.open();
+ *   } catch (e) {
+ *     if (!(e instanceof PermissionError)) throw e;
+ *     console.error(e.message); // "deno_bpf needs root (...); run it with sudo"
+ *     Deno.exit(1);
+ *   }
+ * }
+ * ```
  */
 export class PermissionError extends BpfError {
   /**
@@ -89,6 +145,21 @@ export class PermissionError extends BpfError {
 /**
  * The kernel's verifier rejected a program. {@linkcode BpfError.log} holds
  * the verifier's whole log; the message shows its last lines.
+ *
+ * @example Print the whole verifier log of a rejected program
+ * ```ts
+ * import { VerifierError } from "./errors.ts";
+ * import type { BpfObject } from "./object.ts";
+ *
+ * export function loadVerbose(obj: BpfObject): void {
+ *   try {
+ *     obj.load();
+ *   } catch (e) {
+ *     if (e instanceof VerifierError) console.error(`${e.program} was rejected:\n${e.log}`);
+ *     throw e;
+ *   }
+ * }
+ * ```
  */
 export class VerifierError extends BpfError {
   /** The program the verifier rejected, or `""` if libbpf did not say. */
@@ -128,7 +199,26 @@ export function verifierLog(libbpfLog: string): string {
   return text.slice(0, text.lastIndexOf("\n") + 1);
 }
 
-/** libbpf could not be found or is too old. */
+/**
+ * libbpf could not be found or is too old. It is thrown by the first call
+ * that needs libbpf, not by an import.
+ *
+ * @example Report a missing libbpf without failing
+ * ```ts
+ * import { LibbpfNotFoundError } from "./errors.ts";
+ * import { libbpfVersionString } from "./_ffi.ts";
+ *
+ * export function libbpfVersion(): string | undefined {
+ *   try {
+ *     return libbpfVersionString();
+ *   } catch (e) {
+ *     if (!(e instanceof LibbpfNotFoundError)) throw e;
+ *     console.error(`no libbpf; tried:\n${e.tried.join("\n")}`);
+ *     return undefined;
+ *   }
+ * }
+ * ```
+ */
 export class LibbpfNotFoundError extends Error {
   /** Every path tried, with why it was rejected. */
   readonly tried: string[];
@@ -149,7 +239,24 @@ export class LibbpfNotFoundError extends Error {
   }
 }
 
-/** A record layout declared in TypeScript does not match the object's BTF. */
+/**
+ * A record layout declared in TypeScript does not match the object's BTF.
+ *
+ * @example Tell a stale generated module from other failures
+ * ```ts
+ * import { LayoutMismatchError } from "./errors.ts";
+ * import { open, type UnlinkSkeleton } from "../bpf/unlink_bpf.ts";
+ *
+ * export function openChecked(): UnlinkSkeleton {
+ *   try {
+ *     return open(); // checks every record layout against the object's BTF
+ *   } catch (e) {
+ *     if (e instanceof LayoutMismatchError) console.error(`${e.message} (run deno task gen)`);
+ *     throw e;
+ *   }
+ * }
+ * ```
+ */
 export class LayoutMismatchError extends Error {
   /**
    * Builds the error; see the class for what it carries.
@@ -187,7 +294,26 @@ export function check(ret: number, operation: string, options?: ErrorOptions): n
   throw new BpfError(operation, -ret, options);
 }
 
-/** No attach method worked (or the one forced did not). */
+/**
+ * No attach method worked (or the one forced did not).
+ *
+ * @example List why each attach method failed
+ * ```ts
+ * import { AttachError } from "./errors.ts";
+ * import { UnlinkTracer } from "./unlink/tracer.ts";
+ *
+ * export function openTracepoints(): UnlinkTracer {
+ *   try {
+ *     return UnlinkTracer.open({ mode: "tracepoint" });
+ *   } catch (e) {
+ *     if (e instanceof AttachError) {
+ *       for (const { method, reason } of e.attempts) console.error(`${method}: ${reason}`);
+ *     }
+ *     throw e;
+ *   }
+ * }
+ * ```
+ */
 export class AttachError extends Error {
   /** Every method tried, with the reason it failed. */
   readonly attempts: { method: string; reason: string }[];

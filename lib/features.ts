@@ -9,11 +9,15 @@
  * and program probes read as "absent".
  *
  * @example Choose what to use (needs root)
- * ```ts ignore
+ * ```ts
  * import { hasHelper, hasMapType } from "./features.ts";
  *
- * console.log(hasMapType("ringbuf") ? "ring buffer" : "perf buffer");
- * console.log(hasHelper("kprobe", "loop") ? "bpf_loop" : "bounded loop");
+ * export function choices(): string[] {
+ *   return [
+ *     hasMapType("ringbuf") ? "ring buffer" : "perf buffer",
+ *     hasHelper("kprobe", "loop") ? "bpf_loop" : "bounded loop",
+ *   ];
+ * }
  * ```
  *
  * @module
@@ -129,9 +133,12 @@ function answer(ret: number, operation: string): boolean {
  * @throws {BpfError} if the probe itself failed.
  *
  * @example (needs root)
- * ```ts ignore
+ * ```ts
  * import { hasMapType } from "./features.ts";
- * if (!hasMapType("ringbuf")) console.log("needs Linux 5.8 for ring buffers");
+ *
+ * export function warnOldKernel(): void {
+ *   if (!hasMapType("ringbuf")) console.log("needs Linux 5.8 for ring buffers");
+ * }
  * ```
  */
 export function hasMapType(type: MapType | number): boolean {
@@ -151,9 +158,12 @@ export function hasMapType(type: MapType | number): boolean {
  * @throws {BpfError} if the probe itself failed.
  *
  * @example (needs root)
- * ```ts ignore
+ * ```ts
  * import { hasProgramType } from "./features.ts";
- * console.log(hasProgramType("tracepoint"), hasProgramType("tracing"));
+ *
+ * export function canUseFentry(): boolean {
+ *   return hasProgramType("tracing"); // false where the kernel refuses fentry (EPERM)
+ * }
  * ```
  */
 export function hasProgramType(type: ProgramType | number): boolean {
@@ -176,9 +186,12 @@ export function hasProgramType(type: ProgramType | number): boolean {
  * @throws {BpfError} if the probe itself failed (e.g. the program type is refused).
  *
  * @example (needs root)
- * ```ts ignore
+ * ```ts
  * import { hasHelper } from "./features.ts";
- * console.log(hasHelper("kprobe", "ringbuf_reserve"));
+ *
+ * export function kprobesCanReserve(): boolean {
+ *   return hasHelper("kprobe", "ringbuf_reserve");
+ * }
  * ```
  */
 export function hasHelper(programType: ProgramType | number, helper: Helper | number): boolean {

@@ -137,12 +137,14 @@ export type RecordOf<L> = L extends Layout<infer F, infer T> ? LayoutRecord<F, T
  * A declared C struct layout with its decoder and encoder.
  *
  * @example Decode the records of a ring buffer (needs root)
- * ```ts ignore
+ * ```ts
  * import type { Layout } from "./layout.ts";
  * import type { RingBuffer } from "./ring_buffer.ts";
  *
- * function drainAll(ring: RingBuffer, layout: Layout) {
- *   ring.drain((bytes, offset, length) => console.log(layout.decode(bytes, offset, length)));
+ * export function drainAll(ring: RingBuffer, layout: Layout): number {
+ *   return ring.drain((bytes, offset, length) => {
+ *     console.log(layout.decode(bytes, offset, length));
+ *   });
  * }
  * ```
  */

@@ -5,19 +5,21 @@
  * here; per-CPU maps hand back one value per possible CPU.
  *
  * @example Count unlinks per comm in a hash map, then read and clear it (needs root)
- * ```ts ignore
- * import { BpfObject } from "../mod.ts";
+ * ```ts
+ * import { BpfObject } from "./object.ts";
  *
- * using obj = BpfObject.openFile("counts.bpf.o");
- * obj.load();
- * using _link = obj.program("count_unlinks").attach();
- * await new Promise((r) => setTimeout(r, 1000));
- * const counts = obj.map("counts");
- * for (const [key, value] of counts.entries()) {
- *   const comm = new TextDecoder().decode(key).replace(/\0.*$/s, "");
- *   console.log(comm, new DataView(value.buffer).getBigUint64(0, true));
+ * export async function countFor(path: string, ms: number): Promise<void> {
+ *   using obj = BpfObject.openFile(path);
+ *   obj.load();
+ *   using _link = obj.program("count_unlinks").attach();
+ *   await new Promise((r) => setTimeout(r, ms));
+ *   const counts = obj.map("counts");
+ *   for (const [key, value] of counts.entries()) {
+ *     const comm = new TextDecoder().decode(key).replace(/\0.*$/s, "");
+ *     console.log(comm, new DataView(value.buffer).getBigUint64(0, true));
+ *   }
+ *   counts.clear();
  * }
- * counts.clear();
  * ```
  *
  * @module
@@ -25,6 +27,7 @@
 
 import { bpf, c, checkErrno, cstr, readCString } from "./_ffi.ts";
 import { check } from "./errors.ts";
+import type { AnyLayout, RecordOf } from "./layout.ts";
 import { readSmallFile } from "./_sys.ts";
 
 /** BPF map types by name (`enum bpf_map_type` in linux/bpf.h, without the prefix). */
@@ -133,6 +136,19 @@ function mapInfo(fd: number): MapInfo {
  * The operations every loaded map has. Keys and values are bytes; a per-CPU
  * map's value holds one 8-byte-aligned slot per possible CPU (see
  * {@linkcode MapHandle.valueBufferSize}).
+ *
+ * @example Sum a per-CPU counter at key 0
+ * ```ts
+ * import type { MapHandle } from "./map.ts";
+ *
+ * export function total(map: MapHandle): bigint {
+ *   const value = map.lookup(new Uint8Array(map.keySize));
+ *   if (!value) return 0n;
+ *   let sum = 0n;
+ *   for (const v of map.perCpuValues(value)) sum += new DataView(v.buffer, v.byteOffset).getBigUint64(0, true);
+ *   return sum;
+ * }
+ * ```
  */
 export abstract class MapHandle {
   /** The map's fd; throws a TypeError once the map's owner is closed. */
@@ -335,9 +351,145 @@ export abstract class MapHandle {
     for (const key of [...this.keys()]) if (this.delete(key)) n++;
     return n;
   }
+
+  /**
+   * A typed view of this map: keys are encoded with `key`, values decoded
+   * (and encoded) with `value`. The layouts' sizes must be the map's key and
+   * value sizes.
+   *
+   * @example Read a per-comm counter (needs root to have a loaded map)
+   * ```ts
+   * import { defineLayout } from "./layout.ts";
+   * import type { BpfMap } from "./map.ts";
+   *
+   * const comm = defineLayout("comm", 16, { comm: ["char[16]", 0] });
+   * const count = defineLayout("count", 8, { n: ["u64", 0] });
+   * export function top(counts: BpfMap, n = 10): [string, number][] {
+   *   const view = counts.typed(comm, count);
+   *   return [...view.entries()].map(([k, v]): [string, number] => [k.comm, v.n])
+   *     .sort((a, b) => b[1] - a[1]).slice(0, n);
+   * }
+   * ```
+   */
+  typed<K extends AnyLayout, V extends AnyLayout>(key: K, value: V): TypedMap<K, V> {
+    if (key.size !== this.keySize) {
+      throw new RangeError(
+        `Map "${this.name}" has ${this.keySize}-byte keys; layout "${key.name}" is ${key.size} bytes`,
+      );
+    }
+    if (value.size !== this.valueSize) {
+      throw new RangeError(
+        `Map "${this.name}" has ${this.valueSize}-byte values; layout "${value.name}" is ${value.size} bytes`,
+      );
+    }
+    return new TypedMap(this, key, value);
+  }
 }
 
-/** A map of a {@linkcode BpfObject}: borrowed, valid while the object is open. */
+/**
+ * A map seen through a key layout and a value layout: decoded objects in,
+ * decoded objects out. Made by {@linkcode MapHandle.typed}.
+ *
+ * @example Set and read a per-pid limit
+ * ```ts
+ * import { defineLayout } from "./layout.ts";
+ * import type { BpfMap } from "./map.ts";
+ *
+ * const pid = defineLayout("pid", 4, { pid: ["u32", 0] });
+ * const limit = defineLayout("limit", 8, { bytes: ["u64n", 0] });
+ * export function setLimit(limits: BpfMap, p: number, bytes: bigint): void {
+ *   const view = limits.typed(pid, limit);
+ *   view.set({ pid: p }, { bytes });
+ *   console.log(view.get({ pid: p })); // { bytes }
+ * }
+ * ```
+ */
+export class TypedMap<K extends AnyLayout, V extends AnyLayout> {
+  #map: MapHandle;
+  #key: K;
+  #value: V;
+
+  /** @internal Use {@linkcode MapHandle.typed}. */
+  constructor(map: MapHandle, key: K, value: V) {
+    this.#map = map;
+    this.#key = key;
+    this.#value = value;
+  }
+
+  #decode(bytes: Uint8Array): RecordOf<V> {
+    return this.#value.decode(bytes, 0, bytes.length) as RecordOf<V>;
+  }
+
+  /** The value of `key`, or `undefined`. A per-CPU map needs {@linkcode getPerCpu}. */
+  get(key: RecordOf<K>): RecordOf<V> | undefined {
+    if (this.#map.perCpu) {
+      throw new TypeError(`Map "${this.#map.name}" is per-CPU: use getPerCpu()`);
+    }
+    const bytes = this.#map.lookup(this.#key.encode(key as never));
+    return bytes && this.#decode(bytes);
+  }
+
+  /** Every possible CPU's value of `key` (a per-CPU map), or `undefined`. */
+  getPerCpu(key: RecordOf<K>): RecordOf<V>[] | undefined {
+    const bytes = this.#map.lookup(this.#key.encode(key as never));
+    return bytes && this.#map.perCpuValues(bytes).map((v) => this.#decode(v));
+  }
+
+  /** Sets `key` to `value` (the same value on every CPU, for a per-CPU map). */
+  set(key: RecordOf<K>, value: RecordOf<V>, mode: UpdateMode = "any"): void {
+    let bytes = this.#value.encode(value as never);
+    if (this.#map.perCpu) {
+      const all = new Uint8Array(this.#map.valueBufferSize);
+      const stride = all.length / possibleCpus();
+      for (let at = 0; at < all.length; at += stride) all.set(bytes, at);
+      bytes = all;
+    }
+    this.#map.update(this.#key.encode(key as never), bytes, mode);
+  }
+
+  /** Deletes `key`; returns whether it was there. */
+  delete(key: RecordOf<K>): boolean {
+    return this.#map.delete(this.#key.encode(key as never));
+  }
+
+  /** Every key, decoded. */
+  *keys(): Generator<RecordOf<K>> {
+    for (const key of this.#map.keys()) yield this.#key.decode(key, 0, key.length) as RecordOf<K>;
+  }
+
+  /** Every key with its value, decoded (a per-CPU map: use {@linkcode getPerCpu} per key). */
+  *entries(): Generator<[RecordOf<K>, RecordOf<V>]> {
+    if (this.#map.perCpu) {
+      throw new TypeError(`Map "${this.#map.name}" is per-CPU: iterate keys() and getPerCpu()`);
+    }
+    for (const [key, value] of this.#map.entries()) {
+      yield [this.#key.decode(key, 0, key.length) as RecordOf<K>, this.#decode(value)];
+    }
+  }
+
+  /** Deletes every key; returns how many were deleted. */
+  clear(): number {
+    return this.#map.clear();
+  }
+}
+
+/**
+ * A map of a {@linkcode BpfObject}: borrowed, valid while the object is open.
+ * Before load its size can be set; after load it can be read, written and
+ * pinned.
+ *
+ * @example Size a ring buffer before load, then pin a map
+ * ```ts
+ * import { BpfObject } from "./object.ts";
+ *
+ * export function loadAndPin(path: string): void {
+ *   using obj = BpfObject.openFile(path);
+ *   obj.map("events").maxEntries = 8 * 1024 * 1024;
+ *   obj.load();
+ *   obj.map("counts").pin("/sys/fs/bpf/counts");
+ * }
+ * ```
+ */
 export class BpfMap extends MapHandle {
   #owner: { readonly unsafeHandle: Deno.PointerValue };
   #ptr: Deno.PointerObject;
@@ -408,7 +560,19 @@ export class BpfMap extends MapHandle {
 /** Safety net: a pinned map dropped without close() still gets its fd closed. */
 const unclosedFds = new FinalizationRegistry<number>((fd) => c().close(fd));
 
-/** A map pinned in bpffs, opened by path. Owns its fd. */
+/**
+ * A map pinned in bpffs, opened by path. Owns its fd.
+ *
+ * @example Read a map another process pinned
+ * ```ts
+ * import { PinnedMap } from "./map.ts";
+ *
+ * export function keysOf(path: string): number {
+ *   using map = PinnedMap.open(path);
+ *   return [...map.keys()].length;
+ * }
+ * ```
+ */
 export class PinnedMap extends MapHandle implements Disposable {
   #fd: number;
   #path: string;

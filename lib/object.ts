@@ -5,21 +5,23 @@
  * then dispose in reverse, which `using` declarations do by themselves.
  *
  * @example Load an object and attach one program (needs root)
- * ```ts ignore
+ * ```ts
  * import { BpfObject } from "./object.ts";
  *
- * using obj = BpfObject.openFile("bpf/unlink.bpf.o");
- * obj.setConst("targ_tgid", Deno.pid);
- * for (const prog of obj.programs) prog.autoload = prog.name.startsWith("tp_");
- * obj.load();
- * using link = obj.program("tp_enter_unlinkat").attach();
+ * export function attachOne(): void {
+ *   using obj = BpfObject.openFile("bpf/unlink.bpf.o");
+ *   obj.setConst("targ_tgid", Deno.pid);
+ *   for (const prog of obj.programs) prog.autoload = prog.name.startsWith("tp_");
+ *   obj.load();
+ *   using _link = obj.program("tp_enter_unlinkat").attach();
+ * }
  * ```
  *
  * @module
  */
 
 import { bpf, c, checkPtr, cstr, readCString } from "./_ffi.ts";
-import { Btf } from "./btf.ts";
+import { Btf, type BtfShape } from "./btf.ts";
 import { BpfError, check, PermissionError, VerifierError, verifierLog } from "./errors.ts";
 import { installLog, takeLog } from "./log.ts";
 import { BpfMap } from "./map.ts";
@@ -42,7 +44,23 @@ function live<T>(ptr: T | null, what: string): T {
   return ptr;
 }
 
-/** A compiled BPF ELF object, opened by libbpf. Owns its programs and maps. */
+/**
+ * A compiled BPF ELF object, opened by libbpf. Owns its programs and maps.
+ *
+ * @example Open an embedded object, configure it, load it
+ * ```ts
+ * import { UNLINK_BPF_O } from "../bpf/unlink_bpf.ts";
+ * import { BpfObject } from "./object.ts";
+ *
+ * export function loadTracepoints(pid: number): BpfObject {
+ *   const obj = BpfObject.openMem(UNLINK_BPF_O, "unlink");
+ *   obj.setConst("targ_tgid", pid);
+ *   for (const p of obj.programs) p.autoload = p.section.startsWith("tracepoint/");
+ *   obj.load(); // a VerifierError carries the verifier's log
+ *   return obj;
+ * }
+ * ```
+ */
 export class BpfObject implements Disposable {
   #ptr: Deno.PointerObject | null;
   #name: string;
@@ -136,25 +154,32 @@ export class BpfObject implements Disposable {
   }
 
   /**
-   * Sets a `const volatile` global (in `.rodata`) before load: a number or
-   * bigint for an integer, a boolean for a bool, a string for a char array.
+   * Sets a global variable of the object before load: a `const volatile`
+   * setting in `.rodata`, or the initial value of a global in `.data` or
+   * `.bss`. An integer takes a number or a bigint that fits its C type, a
+   * `bool` takes a boolean, a `char` array a string that fits with its NUL.
+   * Anything else is a TypeError or a RangeError that names the variable.
    */
   setConst(name: string, value: number | bigint | boolean | string): void {
     if (this.#loaded) {
       throw new TypeError(`Cannot set "${name}": the object is already loaded`);
     }
-    const slot = this.btf.datasec(".rodata")?.find((v) => v.name === name);
-    if (!slot) throw new TypeError(`BPF object has no const volatile "${name}"`);
-    const map = live(this.map(".rodata").unsafeHandle, "BpfMap");
-    const sizeOut = new BigUint64Array(1);
-    const data = bpf().bpf_map__initial_value(map, sizeOut);
-    if (!data) throw new TypeError(`Cannot reach .rodata to set "${name}"`);
-    const bytes = new Uint8Array(
-      Deno.UnsafePointerView.getArrayBuffer(data, Number(sizeOut[0])),
-      slot.offset,
-      slot.size,
-    );
-    writeScalar(bytes, name, value);
+    const btf = this.btf;
+    for (const section of [".rodata", ".data", ".bss"]) {
+      const slot = btf.datasec(section)?.find((v) => v.name === name);
+      if (!slot) continue;
+      const map = live(this.map(section).unsafeHandle, "BpfMap");
+      const sizeOut = new BigUint64Array(1);
+      const data = bpf().bpf_map__initial_value(map, sizeOut);
+      if (!data) throw new TypeError(`Cannot reach ${section} to set "${name}"`);
+      const bytes = new Uint8Array(
+        Deno.UnsafePointerView.getArrayBuffer(data, Number(sizeOut[0])),
+        slot.offset,
+        slot.size,
+      );
+      return writeVariable(bytes, name, slot.shape, value);
+    }
+    throw new TypeError(`BPF object has no global variable "${name}" (in .rodata, .data or .bss)`);
   }
 
   /**
@@ -229,12 +254,17 @@ function loadError(operation: string, errno: number, log: string): BpfError {
   return new BpfError(operation, errno, { log });
 }
 
-function writeScalar(
+/** Writes `value` into a variable's bytes after checking it fits the C type. */
+function writeVariable(
   bytes: Uint8Array,
   name: string,
+  shape: BtfShape,
   value: number | bigint | boolean | string,
 ) {
-  if (typeof value === "string") {
+  if (shape.kind === "array" && shape.element.kind === "int" && shape.element.size === 1) {
+    if (typeof value !== "string") {
+      throw new TypeError(`"${name}" is char[${shape.count}]: give a string, not ${typeof value}`);
+    }
     const encoded = new TextEncoder().encode(value);
     if (encoded.length >= bytes.length) {
       throw new RangeError(
@@ -245,22 +275,56 @@ function writeScalar(
     bytes.set(encoded);
     return;
   }
-  const n = typeof value === "boolean" ? BigInt(value) : BigInt(value);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
-  switch (bytes.length) {
-    case 1:
-      return view.setUint8(0, Number(BigInt.asUintN(8, n)));
-    case 2:
-      return view.setUint16(0, Number(BigInt.asUintN(16, n)), true);
-    case 4:
-      return view.setUint32(0, Number(BigInt.asUintN(32, n)), true);
-    case 8:
-      return view.setBigUint64(0, BigInt.asUintN(64, n), true);
+  if (shape.kind !== "int") {
+    throw new TypeError(`"${name}" is a ${shape.kind}: setConst sets integers, bools and strings`);
   }
-  throw new TypeError(`"${name}" is ${bytes.length} bytes: not a scalar`);
+  if (
+    shape.bool ? typeof value !== "boolean" : typeof value !== "number" && typeof value !== "bigint"
+  ) {
+    throw new TypeError(
+      `"${name}" is ${shape.name}: give ${shape.bool ? "a boolean" : "a number or bigint"}, ` +
+        `not ${typeof value}`,
+    );
+  }
+  if (typeof value === "number" && !Number.isInteger(value)) {
+    throw new RangeError(`"${name}" is ${shape.name}: ${value} is not an integer`);
+  }
+  const n = BigInt(value);
+  const bits = BigInt(shape.size * 8);
+  const [min, max] = shape.signed
+    ? [-(1n << (bits - 1n)), (1n << (bits - 1n)) - 1n]
+    : [0n, (1n << bits) - 1n];
+  if (n < min || n > max) {
+    throw new RangeError(`"${name}" is ${shape.name}: ${value} is outside ${min}..${max}`);
+  }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  const raw = BigInt.asUintN(Number(bits), n);
+  switch (shape.size) {
+    case 1:
+      return view.setUint8(0, Number(raw));
+    case 2:
+      return view.setUint16(0, Number(raw), true);
+    case 4:
+      return view.setUint32(0, Number(raw), true);
+    case 8:
+      return view.setBigUint64(0, raw, true);
+  }
+  throw new TypeError(`"${name}" is ${shape.size} bytes: not a scalar`);
 }
 
-/** A program inside a {@linkcode BpfObject}; borrowed, valid while it is open. */
+/**
+ * A program inside a {@linkcode BpfObject}; borrowed, valid while it is open.
+ *
+ * @example Attach by section name, or pick the target at run time
+ * ```ts
+ * import type { BpfObject, Link } from "./object.ts";
+ *
+ * export function attachAll(obj: BpfObject, fn?: string): Link[] {
+ *   const prog = obj.program("on_call");
+ *   return [fn ? prog.attachKprobe(fn) : prog.attach()];
+ * }
+ * ```
+ */
 export class Program {
   #obj: BpfObject;
   #ptr: Deno.PointerObject;
@@ -412,7 +476,23 @@ export interface UprobeOptions {
   retprobe?: boolean;
 }
 
-/** An attached program. Closing it detaches (unless it is pinned). */
+/**
+ * An attached program. Closing it detaches (unless it is pinned).
+ *
+ * @example Keep a program attached after this process exits
+ * ```ts
+ * import { type BpfObject, Link } from "./object.ts";
+ *
+ * export function pinForever(obj: BpfObject, path: string): void {
+ *   using link = obj.program("on_exec").attachTracepoint("sched", "sched_process_exec");
+ *   link.pin(path); // later: Link.open(path).unpin()
+ * }
+ * export function detach(path: string): void {
+ *   using link = Link.open(path);
+ *   link.unpin();
+ * }
+ * ```
+ */
 export class Link implements Disposable {
   #ptr: Deno.PointerObject | null;
 

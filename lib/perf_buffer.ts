@@ -10,15 +10,20 @@
  * in the same epoll set ends a pending wait at once.
  *
  * @example Count records until stopped (needs root and a loaded object)
- * ```ts ignore
+ * ```ts
  * import { PerfBuffer } from "./perf_buffer.ts";
  * import type { BpfMap } from "./map.ts";
  *
  * declare const events: BpfMap; // a BPF_MAP_TYPE_PERF_EVENT_ARRAY
- * using perf = new PerfBuffer(events);
- * let n = 0;
- * while (await perf.wait()) n += perf.drain(() => {});
- * console.log(`${n} records, ${perf.lost} lost`);
+ *
+ * export async function countRecords(): Promise<number> {
+ *   using perf = new PerfBuffer(events);
+ *   Deno.addSignalListener("SIGINT", () => perf.stop());
+ *   let n = 0;
+ *   while (await perf.wait()) n += perf.drain(() => {});
+ *   console.log(`${n} records, ${perf.lost} lost`);
+ *   return n;
+ * }
  * ```
  *
  * @module
@@ -140,6 +145,22 @@ function epollAdd(epfd: number, fd: number, token: number) {
  * with `bpf_perf_event_output(ctx, &map, BPF_F_CURRENT_CPU, ...)`. Create it
  * after the object is loaded; it opens one perf event per online CPU and
  * stores it in the map at the CPU's index. Use one reader per map.
+ *
+ * @example Count samples per CPU for a second (needs root and a loaded object)
+ * ```ts
+ * import { PerfBuffer } from "./perf_buffer.ts";
+ * import type { BpfObject } from "./object.ts";
+ *
+ * export async function samplesPerCpu(obj: BpfObject): Promise<Map<number, number>> {
+ *   using perf = new PerfBuffer(obj.map("events"), { pageCount: 16 });
+ *   const counts = new Map<number, number>();
+ *   const end = Date.now() + 1000;
+ *   while (Date.now() < end && await perf.wait(end - Date.now())) {
+ *     perf.drain((_bytes, _offset, _length, cpu) => counts.set(cpu, (counts.get(cpu) ?? 0) + 1));
+ *   }
+ *   return counts;
+ * }
+ * ```
  */
 export class PerfBuffer implements Disposable {
   #map: BpfMap;

@@ -82,6 +82,18 @@ function isPowerOfTwo(n: number): boolean {
  * Reads the records of one ring: the data area (mapped twice) and the two
  * positions. Not tied to any native resource; the caller keeps the memory
  * valid while it uses the parser.
+ *
+ * @example Stop at a record the producer has reserved but not committed
+ * ```ts
+ * import { RingParser } from "./ring.ts";
+ *
+ * const data = new Uint8Array(2 * 4096); // a 4 KiB ring, mapped twice
+ * new DataView(data.buffer).setUint32(0, 0x8000_0000 | 8, true); // BUSY, 8 bytes
+ * const consumer = new BigUint64Array([0n]);
+ * const producer = new BigUint64Array([16n]);
+ * const ring = new RingParser(data, consumer, producer);
+ * console.assert(ring.read(() => {}) === 0 && ring.blocked && ring.pending === 16);
+ * ```
  */
 export class RingParser {
   /** The ring's size in bytes (half the data area). */

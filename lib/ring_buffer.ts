@@ -14,14 +14,17 @@
  * epoll set ends a pending wait at once.
  *
  * @example Count records until stopped (needs root and a loaded object)
- * ```ts ignore
+ * ```ts
  * import { RingBuffer } from "./ring_buffer.ts";
  * import type { BpfMap } from "./map.ts";
  *
- * declare const events: BpfMap;
- * using ring = new RingBuffer(events);
- * let n = 0;
- * while (await ring.wait()) n += ring.drain(() => {});
+ * export async function countRecords(events: BpfMap): Promise<number> {
+ *   using ring = new RingBuffer(events);
+ *   Deno.addSignalListener("SIGINT", () => ring.stop());
+ *   let n = 0;
+ *   while (await ring.wait()) n += ring.drain(() => {});
+ *   return n;
+ * }
  * ```
  *
  * @module
@@ -138,6 +141,22 @@ function epollAdd(epfd: number, fd: number, token: number, events: number) {
  * After {@linkcode close}, {@linkcode drain}, {@linkcode wait},
  * {@linkcode pending} and {@linkcode records} throw a TypeError; `stop` and
  * `close` do nothing.
+ *
+ * @example Decode typed records until Ctrl-C (needs root and a loaded object)
+ * ```ts
+ * import { RingBuffer } from "./ring_buffer.ts";
+ * import { defineLayout } from "./layout.ts";
+ * import type { BpfMap } from "./map.ts";
+ *
+ * declare const events: BpfMap; // a loaded BPF_MAP_TYPE_RINGBUF
+ * const exec = defineLayout("exec_event", 24, { pid: ["u32", 0], comm: ["char[16]", 8] });
+ *
+ * export async function printExecs(): Promise<void> {
+ *   using ring = new RingBuffer(events);
+ *   Deno.addSignalListener("SIGINT", () => ring.stop());
+ *   for await (const e of ring.records(exec)) console.log(e.pid, e.comm);
+ * }
+ * ```
  */
 export class RingBuffer implements Disposable {
   #sizes: number[];

@@ -14,11 +14,13 @@
  * `defineLayout` and the handle types a skeleton hands out.
  *
  * @example Generate a module for an object (what `deno task gen` does)
- * ```ts ignore
+ * ```ts
  * import { generateSkeleton } from "./skeleton.ts";
  *
- * const bytes = await Deno.readFile("probe.bpf.o");
- * await Deno.writeTextFile("probe_bpf.ts", generateSkeleton(bytes, { name: "probe" }));
+ * export async function generate(name: string): Promise<void> {
+ *   const bytes = await Deno.readFile(`bpf/${name}.bpf.o`);
+ *   await Deno.writeTextFile(`bpf/${name}_bpf.ts`, generateSkeleton(bytes, { name }));
+ * }
  * ```
  *
  * @module
@@ -51,14 +53,18 @@ type SettingValue = number | bigint | boolean | string;
  * `using`) detaches them, then closes the object.
  *
  * @example Open a generated skeleton, configure, load, attach (needs root)
- * ```ts ignore
- * import { open } from "./probe_bpf.ts"; // written by `deno task gen`
+ * ```ts
+ * import { open } from "../bpf/unlink_bpf.ts"; // written by `deno task gen`
  *
- * using skel = open();
- * skel.setConsts({ targ_pid: Deno.pid });
- * skel.load();
- * skel.attach();
- * console.log(skel.maps.events.fd);
+ * export function traceFailures(): void {
+ *   using skel = open(); // a Skeleton<UnlinkSettings, UnlinkProgram, UnlinkMap>
+ *   skel.setConsts({ targ_failed: true }); // a misspelt setting does not compile
+ *   const others = ["fentry_unlink", "fexit_unlink", "kprobe_unlink", "kretprobe_unlink"] as const;
+ *   for (const p of others) skel.programs[p].autoload = false; // syscall tracepoints only
+ *   skel.load();
+ *   skel.attach(); // closing the skeleton (at the end of this scope) detaches
+ *   console.log(`${skel.links.length} links, ring buffer fd ${skel.maps.events.fd}`);
+ * }
  * ```
  */
 export class Skeleton<S extends object, P extends string, M extends string> implements Disposable {

@@ -50,6 +50,22 @@ const unclosedPipes = new FinalizationRegistry<number>((fd) => c().close(fd));
  * The kernel's `trace_pipe` (what `bpf_printk` writes), read through libc:
  * Deno refuses to open files under /sys without `--allow-all`. Reading
  * consumes the lines, as `cat trace_pipe` does.
+ *
+ * @example Copy `bpf_printk` output to stdout for a while (needs root)
+ * ```ts
+ * import { ensureTracefs, TracePipe } from "./tracefs.ts";
+ *
+ * export async function copyTrace(ms: number): Promise<void> {
+ *   using pipe = new TracePipe(ensureTracefs());
+ *   const encoder = new TextEncoder();
+ *   const end = Date.now() + ms;
+ *   while (Date.now() < end) {
+ *     const text = await pipe.read(Math.max(0, end - Date.now()));
+ *     if (text === null) break;
+ *     await Deno.stdout.write(encoder.encode(text));
+ *   }
+ * }
+ * ```
  */
 export class TracePipe implements Disposable {
   #fd: number;

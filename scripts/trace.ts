@@ -184,8 +184,9 @@ export async function trace(args: TraceArgs): Promise<number> {
   let stdoutClosed = false;
 
   // Readers wait for these lines before they act: they go out at once.
-  status(attachText(tracer.method, tracer.skipped));
-  if (args.json) out.line(envelope("attach", { method: tracer.method, skipped: tracer.skipped }));
+  const { method, skipped, probes } = tracer;
+  status(attachText(method, skipped, probes));
+  if (args.json) out.line(envelope("attach", { method, skipped, probes }));
   else out.line(color ? styleText("bold", TEXT_HEADER, { validateStream: false }) : TEXT_HEADER);
 
   let events = 0;

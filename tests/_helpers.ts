@@ -78,10 +78,28 @@ export interface Unlinker {
   go(): Promise<UnlinkResult[]>;
 }
 
+/** Where and how {@linkcode spawnUnlinker} starts the child. */
+export interface UnlinkerOptions {
+  /** The child's working directory. */
+  cwd?: string;
+  /**
+   * A command that execs its trailing arguments (the child's command line)
+   * in the same process, so the pid stays the child's: e.g.
+   * `["unshare", "-m", "sh", "-c", 'mount ... && exec "$@"', "sh"]`.
+   */
+  wrap?: string[];
+}
+
 /** Starts `tests/_unlinker.ts` with `ops` (e.g. `"unlink:/tmp/x"`). */
-export async function spawnUnlinker(ops: string[]): Promise<Unlinker> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${root}tests/_unlinker.ts`, ...ops],
+export async function spawnUnlinker(
+  ops: string[],
+  options: UnlinkerOptions = {},
+): Promise<Unlinker> {
+  const argv = [Deno.execPath(), "run", "-A", `${root}tests/_unlinker.ts`, ...ops];
+  const [program, ...args] = [...(options.wrap ?? []), ...argv];
+  const child = new Deno.Command(program, {
+    args,
+    cwd: options.cwd,
     stdin: "piped",
     stdout: "piped",
   }).spawn();
@@ -186,5 +204,45 @@ export function unlinkRecord(fields: RecordFields = {}): Uint8Array {
   const text = new TextEncoder();
   bytes.set((fields.comm ?? text.encode("rm")).subarray(0, 15), F.comm[1]);
   bytes.set((fields.filename ?? text.encode("/tmp/x")).subarray(0, 255), F.filename[1]);
+  return bytes;
+}
+
+const compiled = new Map<string, Promise<Uint8Array>>();
+
+/**
+ * Compiles `tests/fixtures/<name>.bpf.c` with clang (BTF included, `bpf/`
+ * on the include path) and returns the object's bytes, once per name.
+ */
+export function compileFixture(name: string): Promise<Uint8Array> {
+  let bytes = compiled.get(name);
+  if (!bytes) {
+    bytes = (async () => {
+      const out = Deno.makeTempFileSync({ suffix: ".bpf.o" });
+      try {
+        const cc = await new Deno.Command("clang", {
+          args: [
+            "-O2",
+            "-g",
+            "-target",
+            "bpf",
+            `-I/usr/include/${Deno.build.arch}-linux-gnu`,
+            `-I${root}bpf`,
+            "-c",
+            `${root}tests/fixtures/${name}.bpf.c`,
+            "-o",
+            out,
+          ],
+          stderr: "piped",
+        }).output();
+        if (!cc.success) {
+          throw new Error(`clang failed on ${name}.bpf.c:\n${new TextDecoder().decode(cc.stderr)}`);
+        }
+        return Deno.readFileSync(out);
+      } finally {
+        Deno.removeSync(out);
+      }
+    })();
+    compiled.set(name, bytes);
+  }
   return bytes;
 }

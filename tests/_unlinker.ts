@@ -3,11 +3,14 @@
  * can trace exactly what it did. Usage:
  *
  *   deno run -A tests/_unlinker.ts unlink:PATH unlinkat:PATH rmdir:PATH touch:PATH ...
+ *     unlinkatdir:DIR:NAME chdir:PATH chroot:PATH mkdir:PATH
  *
  * It names itself `dbpf_unlinker`, prints `ready`, waits for a line on stdin,
  * performs each operation with the raw libc call (unlink(2), unlinkat(2),
  * unlinkat(2) with AT_REMOVEDIR, or for `touch` creat(2), which makes an
- * empty file), and prints one JSON array of results. An op ending in
+ * empty file), and prints one JSON array of results. `unlinkatdir` opens
+ * DIR and calls unlinkat(2) with that fd; `chdir` and `chroot` move the
+ * process, and `mkdir` makes a directory (for tests of how paths resolve). An op ending in
  * `hex` takes the path as hex bytes (`unlinkhex:2f746d702fff`), so it can
  * name a file whose name is not UTF-8, which a command-line argument cannot.
  *
@@ -24,6 +27,10 @@ const libc = Deno.dlopen("libc.so.6", {
   prctl: { parameters: ["i32", "buffer", "u64", "u64", "u64"], result: "i32" },
   creat: { parameters: ["buffer", "u32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  chdir: { parameters: ["buffer"], result: "i32" },
+  chroot: { parameters: ["buffer"], result: "i32" },
+  mkdir: { parameters: ["buffer", "u32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 });
 const cstr = (s: string) => new TextEncoder().encode(s + "\0");
@@ -36,8 +43,19 @@ console.log("ready");
 for await (const _ of Deno.stdin.readable) break;
 
 function run(op: string, name: Uint8Array): number {
-  const { unlink, unlinkat, creat, close } = libc.symbols;
+  const { unlink, unlinkat, creat, close, open, chdir, chroot, mkdir } = libc.symbols;
   if (op === "unlink") return unlink(name);
+  if (op === "mkdir") return mkdir(name, 0o755);
+  if (op === "chdir") return chdir(name);
+  if (op === "chroot") return chroot(name);
+  if (op === "unlinkatdir") {
+    const text = new TextDecoder().decode(name.subarray(0, -1));
+    const fd = open(cstr(text.slice(0, text.indexOf(":"))), 0, 0);
+    if (fd < 0) return fd;
+    const ret = unlinkat(fd, cstr(text.slice(text.indexOf(":") + 1)), 0);
+    close(fd);
+    return ret;
+  }
   if (op === "touch") {
     const fd = creat(name, 0o644);
     return fd < 0 ? fd : close(fd);

@@ -7,31 +7,10 @@
 
 import assert from "node:assert/strict";
 import { BpfError, BpfObject } from "../mod.ts";
-import { AUTO_METHOD, kernelTest, ROOT, scratch, spawnUnlinker } from "./_helpers.ts";
-
-async function compile(): Promise<string> {
-  const out = Deno.makeTempFileSync({ suffix: ".bpf.o" });
-  const cc = await new Deno.Command("clang", {
-    args: [
-      "-O2",
-      "-g",
-      "-target",
-      "bpf",
-      `-I/usr/include/${Deno.build.arch}-linux-gnu`,
-      "-c",
-      `${ROOT}tests/fixtures/fentry.bpf.c`,
-      "-o",
-      out,
-    ],
-  }).output();
-  assert.ok(cc.success, new TextDecoder().decode(cc.stderr));
-  return out;
-}
+import { AUTO_METHOD, compileFixture, kernelTest, scratch, spawnUnlinker } from "./_helpers.ts";
 
 kernelTest("fentry and fexit take their target at run time, set before load", async () => {
-  const path = await compile();
-  using obj = BpfObject.openFile(path);
-  Deno.removeSync(path);
+  using obj = BpfObject.openMem(await compileFixture("fentry"), "fentry");
   const dir = scratch(["a", "b"]);
   const child = await spawnUnlinker([`unlink:${dir}/a`, `unlinkat:${dir}/b`]);
   obj.setConst("targ_tgid", child.pid);

@@ -93,8 +93,8 @@ Deno.test("a JSON event line is exactly the documented envelope", () => {
 Deno.test("attach, lost and summary lines follow the envelope", () => {
   const skipped = [{ method: "fentry" as const, reason: "load refused (EPERM)" }];
   assert.equal(
-    envelope("attach", { method: "tracepoint", skipped }),
-    '{"type":"attach","data":{"method":"tracepoint","skipped":[{"method":"fentry","reason":"load refused (EPERM)"}]}}',
+    envelope("attach", { method: "tracepoint", skipped, probes: ["tracepoint/a"] }),
+    '{"type":"attach","data":{"method":"tracepoint","skipped":[{"method":"fentry","reason":"load refused (EPERM)"}],"probes":["tracepoint/a"]}}',
   );
   assert.equal(envelope("lost", { count: 3 }), '{"type":"lost","data":{"count":3}}');
   assert.equal(
@@ -106,6 +106,18 @@ Deno.test("attach, lost and summary lines follow the envelope", () => {
     "attached via tracepoint (fentry: load refused (EPERM))",
   );
   assert.equal(attachText("fentry", []), "attached via fentry");
+  // Where only one syscall's tracepoints exist (arm64: no unlink(2)), the line says so.
+  const at = (
+    s: string,
+  ) => [`tracepoint/syscalls/sys_enter_${s}`, `tracepoint/syscalls/sys_exit_${s}`];
+  assert.equal(
+    attachText("tracepoint", [], [...at("unlinkat"), ...at("unlink")]),
+    "attached via tracepoint",
+  );
+  assert.equal(
+    attachText("tracepoint", skipped, at("unlinkat")),
+    "attached via tracepoint on unlinkat only (fentry: load refused (EPERM))",
+  );
 });
 
 Deno.test("a 255-byte name is whole and unmarked, a cut one is marked in text and JSON", () => {

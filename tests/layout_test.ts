@@ -152,7 +152,17 @@ Deno.test("BpfObject sets const volatile globals by name before load, and refuse
     rodata.filter((v) => v.name.startsWith("targ_")).map((v) => [v.name, v.size]),
     [["targ_tgid", 4], ["targ_uid", 4], ["targ_comm", 16], ["targ_failed", 1]],
   );
-  assert.throws(() => obj.setConst("nope", 1), /no const volatile "nope"/);
+  assert.throws(() => obj.setConst("nope", 1), /no global variable "nope"/);
+  // Values are checked against the variable's C type.
+  assert.throws(() => obj.setConst("targ_tgid", "1"), TypeError);
+  assert.throws(() => obj.setConst("targ_tgid", 2 ** 40), /outside 0\.\.4294967295/);
+  assert.throws(() => obj.setConst("targ_tgid", -1), RangeError);
+  assert.throws(() => obj.setConst("targ_tgid", 1.5), /not an integer/);
+  assert.throws(() => obj.setConst("targ_failed", 1), /give a boolean/);
+  assert.throws(() => obj.setConst("targ_comm", 7), /give a string/);
+  obj.setConst("wakeup_ns", 2n ** 64n - 1n);
+  // .data and .bss globals take their initial values the same way.
+  obj.setConst("last_wakeup_ns", 5);
   assert.throws(() => obj.setConst("targ_comm", "x".repeat(16)), /at most 15 bytes/);
   assert.deepEqual(
     obj.programs.map((p) => p.section),
@@ -160,6 +170,8 @@ Deno.test("BpfObject sets const volatile globals by name before load, and refuse
       "fentry/do_unlinkat",
       "fexit/do_unlinkat",
       "kprobe/do_unlinkat",
+      "kprobe/do_unlinkat",
+      "kretprobe/do_unlinkat",
       "kretprobe/do_unlinkat",
       "tracepoint/syscalls/sys_enter_unlink",
       "tracepoint/syscalls/sys_exit_unlink",

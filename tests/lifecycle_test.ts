@@ -16,6 +16,7 @@ import {
 } from "../mod.ts";
 import {
   bpfFds,
+  compileFixture,
   fdCount,
   kernelTest,
   ROOT,
@@ -63,23 +64,7 @@ kernelTest("an exception thrown inside a library for-await loop still detaches",
 kernelTest(
   "a verifier rejection is a VerifierError that shows and keeps the verifier's log",
   async () => {
-    const obj = Deno.makeTempFileSync({ suffix: ".bpf.o" });
-    const cc = await new Deno.Command("clang", {
-      args: [
-        "-O2",
-        "-g",
-        "-target",
-        "bpf",
-        `-I/usr/include/${Deno.build.arch}-linux-gnu`,
-        "-c",
-        `${ROOT}tests/fixtures/rejected.bpf.c`,
-        "-o",
-        obj,
-      ],
-    }).output();
-    assert.ok(cc.success, new TextDecoder().decode(cc.stderr));
-    using bad = BpfObject.openFile(obj);
-    Deno.removeSync(obj);
+    using bad = BpfObject.openMem(await compileFixture("rejected"), "rejected");
     assert.throws(() => bad.load(), (e: unknown) => {
       assert.ok(e instanceof VerifierError, String(e));
       assert.equal(e.program, "out_of_bounds");

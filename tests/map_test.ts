@@ -6,8 +6,16 @@
  */
 
 import assert from "node:assert/strict";
-import { BpfError, BpfObject, ensureTracefs, Link, PinnedMap, possibleCpus } from "../mod.ts";
-import { kernelTest, ROOT, scratch, spawnUnlinker } from "./_helpers.ts";
+import {
+  BpfError,
+  BpfObject,
+  defineLayout,
+  ensureTracefs,
+  Link,
+  PinnedMap,
+  possibleCpus,
+} from "../mod.ts";
+import { compileFixture, kernelTest, scratch, spawnUnlinker } from "./_helpers.ts";
 
 const text = new TextDecoder();
 const comm = (key: Uint8Array) => text.decode(key.subarray(0, key.indexOf(0)));
@@ -19,30 +27,9 @@ const key16 = (s: string) => {
   return key;
 };
 
-async function compile(): Promise<string> {
-  const out = Deno.makeTempFileSync({ suffix: ".bpf.o" });
-  const cc = await new Deno.Command("clang", {
-    args: [
-      "-O2",
-      "-g",
-      "-target",
-      "bpf",
-      `-I/usr/include/${Deno.build.arch}-linux-gnu`,
-      "-c",
-      `${ROOT}tests/fixtures/maps.bpf.c`,
-      "-o",
-      out,
-    ],
-  }).output();
-  assert.ok(cc.success, text.decode(cc.stderr));
-  return out;
-}
-
 /** Loads the fixture with only `program` and the pid filter set. */
 async function load(program: string, pid: number): Promise<BpfObject> {
-  const path = await compile();
-  const obj = BpfObject.openFile(path);
-  Deno.removeSync(path);
+  const obj = BpfObject.openMem(await compileFixture("maps"), "maps");
   obj.setConst("targ_tgid", pid);
   for (const p of obj.programs) p.autoload = p.name === program;
   obj.load();
@@ -94,6 +81,33 @@ kernelTest(
     const perCpu = calls.perCpuValues(calls.lookup(new Uint8Array(4))!);
     assert.equal(perCpu.length, possibleCpus());
     assert.equal(perCpu.reduce((sum, v) => sum + u64(v), 0n), 3n);
+
+    // The same through layouts: keys encoded, values decoded.
+    const byComm = counts.typed(
+      defineLayout("comm", 16, { comm: ["char[16]", 0] }),
+      defineLayout("count", 8, { n: ["u64n", 0] }),
+    );
+    assert.deepEqual([...byComm.entries()], [[{ comm: "dbpf_unlinker" }, { n: 3n }]]);
+    assert.deepEqual(byComm.get({ comm: "dbpf_unlinker" }), { n: 3n });
+    byComm.set({ comm: "typed" }, { n: 41n }, "noexist");
+    assert.deepEqual(byComm.get({ comm: "typed" }), { n: 41n });
+    assert.equal(byComm.delete({ comm: "typed" }), true);
+    assert.equal(byComm.get({ comm: "typed" }), undefined);
+    const perCpuCalls = calls.typed(
+      defineLayout("key", 4, { i: ["u32", 0] }),
+      defineLayout("calls", 8, { n: ["u64n", 0] }),
+    );
+    const slots = perCpuCalls.getPerCpu({ i: 0 })!;
+    assert.equal(slots.reduce((sum, v) => sum + v.n, 0n), 3n);
+    assert.throws(() => perCpuCalls.get({ i: 0 }), /is per-CPU: use getPerCpu/);
+    assert.throws(
+      () =>
+        counts.typed(
+          defineLayout("k", 8, { k: ["u64", 0] }),
+          defineLayout("v", 8, { v: ["u64", 0] }),
+        ),
+      /has 16-byte keys; layout "k" is 8 bytes/,
+    );
 
     // Writes: update modes, delete, lookupAndDelete, clear.
     const value = new Uint8Array(8);

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { BpfObject, defineLayout, ensureTracefs, type Link, type RecordOf } from "../mod.ts";
 import { PerfBuffer } from "../lib/perf_buffer.ts";
-import { fdCount, kernelTest, ROOT, scratch, spawnUnlinker } from "./_helpers.ts";
+import { compileFixture, fdCount, kernelTest, ROOT, scratch, spawnUnlinker } from "./_helpers.ts";
 
 const perfSample = defineLayout("perf_sample", 64, {
   seq: ["u64", 0],
@@ -17,32 +17,8 @@ const perfSample = defineLayout("perf_sample", 64, {
 });
 type PerfSample = RecordOf<typeof perfSample>;
 
-let compiled: Promise<Uint8Array> | undefined;
-
 /** The fixture's object bytes, compiled once per run. */
-function fixtureBytes(): Promise<Uint8Array> {
-  compiled ??= (async () => {
-    const out = Deno.makeTempFileSync({ suffix: ".bpf.o" });
-    const cc = await new Deno.Command("clang", {
-      args: [
-        "-O2",
-        "-g",
-        "-target",
-        "bpf",
-        `-I/usr/include/${Deno.build.arch}-linux-gnu`,
-        "-c",
-        `${ROOT}tests/fixtures/perf_sample.bpf.c`,
-        "-o",
-        out,
-      ],
-    }).output();
-    assert.ok(cc.success, new TextDecoder().decode(cc.stderr));
-    const bytes = Deno.readFileSync(out);
-    Deno.removeSync(out);
-    return bytes;
-  })();
-  return compiled;
-}
+const fixtureBytes = () => compileFixture("perf_sample");
 
 interface Fixture extends Disposable {
   obj: BpfObject;

@@ -9,7 +9,7 @@ import { BpfError } from "../lib/errors.ts";
 import { BpfObject } from "../lib/object.ts";
 import { MAX_RING_SIZE, RingBuffer } from "../lib/ring_buffer.ts";
 import { ensureTracefs } from "../mod.ts";
-import { fdCount, kernelTest, ROOT, scratch, spawnUnlinker } from "./_helpers.ts";
+import { compileFixture, fdCount, kernelTest, ROOT, scratch, spawnUnlinker } from "./_helpers.ts";
 
 const TRACEPOINTS = ["tp_enter_unlink", "tp_enter_unlinkat", "tp_exit_unlink", "tp_exit_unlinkat"];
 const GiB = 2 ** 30;
@@ -272,25 +272,9 @@ kernelTest(
 
 kernelTest("one RingBuffer waits on two rings and hands each record its ring's index", async () => {
   ensureTracefs();
-  const path = Deno.makeTempFileSync({ suffix: ".bpf.o" });
-  const cc = await new Deno.Command("clang", {
-    args: [
-      "-O2",
-      "-g",
-      "-target",
-      "bpf",
-      `-I/usr/include/${Deno.build.arch}-linux-gnu`,
-      "-c",
-      `${ROOT}tests/fixtures/two_rings.bpf.c`,
-      "-o",
-      path,
-    ],
-  }).output();
-  assert.ok(cc.success, new TextDecoder().decode(cc.stderr));
   const dir = scratch(Array.from({ length: 10 }, (_, i) => `f${i}`));
   const child = await spawnUnlinker(Array.from({ length: 10 }, (_, i) => `unlinkat:${dir}/f${i}`));
-  using obj = BpfObject.openFile(path);
-  Deno.removeSync(path);
+  using obj = BpfObject.openMem(await compileFixture("two_rings"), "two_rings");
   obj.setConst("targ_tgid", child.pid);
   obj.load();
   using _link = obj.program("by_parity").attach();

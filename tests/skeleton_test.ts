@@ -236,7 +236,7 @@ test("the generated module opens its object, checks its layouts and decodes a ta
   skel.setConsts({ targ_pid: 1234, verbose: true, prefix: "ab" });
   assert.throws(
     () => skel.setConsts({ nope: 1 } as unknown as { targ_pid: number }),
-    /no const volatile "nope"/,
+    /no global variable "nope"/,
   );
   // A record as the ring would hold it: 8 fixed bytes, then a tail that the
   // length field says is longer than the record.

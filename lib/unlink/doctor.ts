@@ -9,12 +9,14 @@
  * failing, naming the flag, without asking for it.
  *
  * @example Print what fails (needs root for the trial attaches)
- * ```ts ignore
+ * ```ts
  * import { doctor } from "./doctor.ts";
  *
- * const report = doctor();
- * for (const c of report.checks) if (c.ok === false) console.log(c.name, c.detail, c.fix);
- * console.log(report.auto ? `auto picks ${report.auto}` : "no method works");
+ * export function printFailures(): void {
+ *   const report = doctor();
+ *   for (const c of report.checks) if (c.ok === false) console.log(c.name, c.detail, c.fix);
+ *   console.log(report.auto ? `auto picks ${report.auto}` : "no method works");
+ * }
  * ```
  *
  * @module

@@ -44,7 +44,26 @@ const FLUSH_AT = 64 * 1024;
 /** Output format of an {@linkcode EventWriter}. */
 export type EventFormat = "json" | "text";
 
-/** Buffers event lines as bytes and writes them out in one call per batch. */
+/**
+ * Buffers event lines as bytes and writes them out in one call per batch.
+ *
+ * @example Append failed unlinks to a JSON lines file (needs root)
+ * ```ts
+ * import { EventWriter } from "./event_writer.ts";
+ * import { UnlinkTracer } from "./tracer.ts";
+ *
+ * export async function logFailures(path: string): Promise<void> {
+ *   using file = Deno.openSync(path, { append: true, create: true });
+ *   using tracer = UnlinkTracer.open({ failedOnly: true });
+ *   Deno.addSignalListener("SIGTERM", () => tracer.stop());
+ *   const out = new EventWriter("json", file);
+ *   while (await tracer.wait()) {
+ *     tracer.drain((bytes, offset) => out.record(bytes, offset));
+ *     out.flush();
+ *   }
+ * }
+ * ```
+ */
 export class EventWriter {
   #format: EventFormat;
   #out: Writer;

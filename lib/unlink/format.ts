@@ -199,7 +199,7 @@ export function formatJson(e: UnlinkEvent): string {
 /** The `attach` line (no newline): the method in use, and the better ones that failed. */
 export function envelope(
   type: "attach",
-  data: { method: string; skipped: SkippedMethod[] },
+  data: { method: string; skipped: SkippedMethod[]; probes: string[] },
 ): string;
 /** A `lost` line: this many more events were lost since the last one. */
 export function envelope(type: "lost", data: { count: number }): string;
@@ -211,7 +211,15 @@ export function envelope(type: string, data: unknown): string {
 }
 
 /** `attached via tracepoint (fentry: load refused (EPERM); kprobe: ...)` */
-export function attachText(method: string, skipped: SkippedMethod[]): string {
+export function attachText(
+  method: string,
+  skipped: SkippedMethod[],
+  probes: string[] = [],
+): string {
   const why = skipped.map((s) => `${s.method}: ${s.reason}`).join("; ");
-  return `attached via ${method}${why ? ` (${why})` : ""}`;
+  // Where a syscall's tracepoints are missing (arm64 has no unlink(2)), say which are used.
+  const syscalls = probes.filter((p) => p.startsWith("tracepoint/syscalls/sys_enter_"))
+    .map((p) => p.slice("tracepoint/syscalls/sys_enter_".length));
+  const only = syscalls.length === 1 ? ` on ${syscalls[0]} only` : "";
+  return `attached via ${method}${only}${why ? ` (${why})` : ""}`;
 }

@@ -9,14 +9,16 @@
  * a tool that prints events, as `scripts/trace.ts` does, needs too.
  *
  * @example Print failed unlinks as trace.ts's JSON lines (needs root)
- * ```ts ignore
+ * ```ts
  * import { EventWriter, UnlinkTracer } from "./mod.ts";
  *
- * using tracer = UnlinkTracer.open({ failedOnly: true });
- * const out = new EventWriter("json");
- * while (await tracer.wait()) {
- *   tracer.drain((bytes, offset) => out.record(bytes, offset));
- *   out.flush();
+ * export async function printFailures(): Promise<void> {
+ *   using tracer = UnlinkTracer.open({ failedOnly: true });
+ *   const out = new EventWriter("json");
+ *   while (await tracer.wait()) {
+ *     tracer.drain((bytes, offset) => out.record(bytes, offset));
+ *     out.flush();
+ *   }
  * }
  * ```
  *

@@ -71,11 +71,14 @@ export function parseAttachReason(reason: string): { stage: AttachStage; code?: 
  * `--allow-env`: that is the caller's to fix, not the kernel's answer.
  *
  * @example (needs root)
- * ```ts ignore
+ * ```ts
  * import { tryAttach } from "./probe.ts";
- * for (const m of ["fentry", "kprobe", "tracepoint"] as const) {
- *   const r = tryAttach(m);
- *   console.log(m, r.ok ? "works" : r.reason);
+ *
+ * export function printMethods(): void {
+ *   for (const m of ["fentry", "kprobe", "tracepoint"] as const) {
+ *     const r = tryAttach(m);
+ *     console.log(m, r.ok ? "works" : r.reason);
+ *   }
  * }
  * ```
  */

@@ -7,15 +7,17 @@
  * per `do_unlinkat` call.
  *
  * @example Print the next ten unlinks (needs root)
- * ```ts ignore
+ * ```ts
  * import { UnlinkTracer } from "./tracer.ts";
  *
- * using tracer = UnlinkTracer.open({ failedOnly: false });
- * console.error(`attached via ${tracer.method}`);
- * let n = 0;
- * for await (const e of tracer) {
- *   console.log(e.tgid, e.comm, e.filename, e.ret);
- *   if (++n === 10) break;
+ * export async function printTen(): Promise<void> {
+ *   using tracer = UnlinkTracer.open({ failedOnly: false });
+ *   console.error(`attached via ${tracer.method}`);
+ *   let n = 0;
+ *   for await (const e of tracer) {
+ *     console.log(e.tgid, e.comm, e.filename, e.ret);
+ *     if (++n === 10) break;
+ *   }
  * }
  * ```
  *
@@ -119,11 +121,14 @@ export const ATTACH_METHODS = ["fentry", "kprobe", "tracepoint"] as const;
 export type AttachMethod = typeof ATTACH_METHODS[number];
 
 /** Entry programs first: they are attached first and detached first. */
-const PROGRAMS: Record<AttachMethod, string[]> = {
-  fentry: ["fentry_unlink", "fexit_unlink"],
-  kprobe: ["kprobe_unlink", "kretprobe_unlink"],
-  tracepoint: ["tp_enter_unlink", "tp_enter_unlinkat", "tp_exit_unlink", "tp_exit_unlinkat"],
+const FENTRY = ["fentry_unlink", "fexit_unlink"];
+/** Only the kprobes read registers: one pair per architecture, in one object. */
+const KPROBES: Record<string, string[]> = {
+  x86_64: ["kprobe_unlink", "kretprobe_unlink"],
+  aarch64: ["kprobe_unlink_arm64", "kretprobe_unlink_arm64"],
 };
+/** The syscalls whose tracepoints reach do_unlinkat; arm64 has no unlink(2). */
+const SYSCALLS = ["unlinkat", "unlink"];
 
 /** The default ring buffer size: 2 MiB, about 6,700 events. */
 export const DEFAULT_RING_SIZE = 2 * 1024 * 1024;
@@ -197,6 +202,12 @@ function validate(options: UnlinkTracerOptions): number {
 
 /** Throws a clear error if this kernel or process cannot run the tracer at all. */
 function preflight(): void {
+  if (!KPROBES[Deno.build.arch]) {
+    throw new NotSupportedError(
+      `this architecture (${Deno.build.arch})`,
+      "x86_64 or aarch64 (arm64)",
+    );
+  }
   bpf(); // libbpf is there, or LibbpfNotFoundError lists what was tried
   // No /proc (undefined): let the kernel answer instead.
   if (processCanTrace() === false) throw new PermissionError();
@@ -214,6 +225,19 @@ function preflight(): void {
 /**
  * A running unlink tracer: the loaded object, its links and its ring buffer.
  * Iterate it for events; close it (or let `using` do it) to detach.
+ *
+ * @example Watch one user's failed unlinks until Ctrl-C (needs root)
+ * ```ts
+ * import { UnlinkTracer } from "./tracer.ts";
+ *
+ * export async function watchFailures(uid: number): Promise<void> {
+ *   using tracer = UnlinkTracer.open({ uid, failedOnly: true });
+ *   for (const s of tracer.skipped) console.error(`${s.method} skipped: ${s.reason}`);
+ *   Deno.addSignalListener("SIGINT", () => tracer.stop());
+ *   for await (const e of tracer) console.log(`${e.comm}[${e.tgid}] ${e.filename}: ${e.ret}`);
+ *   console.error(`${tracer.lost} events lost`);
+ * }
+ * ```
  */
 export class UnlinkTracer implements Disposable, AsyncIterable<UnlinkEvent> {
   #obj: BpfObject;
@@ -225,6 +249,7 @@ export class UnlinkTracer implements Disposable, AsyncIterable<UnlinkEvent> {
   #lastLost = 0;
   readonly #method: AttachMethod;
   readonly #skipped: SkippedMethod[];
+  readonly #probes: string[];
 
   private constructor(
     obj: BpfObject,
@@ -236,6 +261,7 @@ export class UnlinkTracer implements Disposable, AsyncIterable<UnlinkEvent> {
     this.#links = links;
     this.#method = method;
     this.#skipped = skipped;
+    this.#probes = obj.programs.filter((p) => p.autoload).map((p) => p.section);
     this.#ring = new RingBuffer(obj.map("events"), {
       tailWaitMs: WAKEUP_MS + 5,
       batchBytes: wakeupBytes(obj.map("events").maxEntries),
@@ -286,6 +312,15 @@ export class UnlinkTracer implements Disposable, AsyncIterable<UnlinkEvent> {
   /** The better methods that were tried first and failed, with reasons. */
   get skipped(): SkippedMethod[] {
     return this.#skipped.map((s) => ({ ...s }));
+  }
+
+  /**
+   * Where the tracer is attached, as the programs' sections, e.g.
+   * `"tracepoint/syscalls/sys_enter_unlinkat"`. With tracepoints, only the
+   * syscalls this kernel has are there (arm64 has no unlink(2)).
+   */
+  get probes(): string[] {
+    return [...this.#probes];
   }
 
   /** The ring buffer's size in bytes. */
@@ -365,17 +400,35 @@ function loadAndAttach(
   ringSize: number,
   method: AttachMethod,
 ): { obj: BpfObject; links: Link[] } {
-  const obj = openObject(options, ringSize, method);
+  const programs = programsFor(method, options);
+  const obj = openObject(options, ringSize, programs);
   const links: Link[] = [];
   try {
-    if (method === "tracepoint") tracefsFor(options);
-    for (const name of PROGRAMS[method]) links.push(obj.program(name).attach());
+    for (const name of programs) links.push(obj.program(name).attach());
     return { obj, links };
   } catch (error) {
     for (const link of links.reverse()) link.close();
     obj.close();
     throw error;
   }
+}
+
+/**
+ * The programs of `method`, entry programs first: they are attached first
+ * and detached first. For tracepoints, only those of the syscalls this
+ * kernel has (arm64 has no unlink(2)).
+ */
+function programsFor(method: AttachMethod, options: UnlinkTracerOptions): string[] {
+  if (method === "fentry") return FENTRY;
+  if (method === "kprobe") return KPROBES[Deno.build.arch];
+  const events = `${tracefsFor(options)}/events/syscalls`;
+  const syscalls = SYSCALLS.filter((s) => pathExists(`${events}/sys_enter_${s}`));
+  if (syscalls.length === 0) {
+    throw new BpfError(`attach tracepoints: ${events}/sys_enter_unlinkat is missing`, ENOENT, {
+      hint: "the kernel needs CONFIG_FTRACE_SYSCALLS",
+    });
+  }
+  return [...syscalls.map((s) => `tp_enter_${s}`), ...syscalls.map((s) => `tp_exit_${s}`)];
 }
 
 const NO_TRACEFS = "find a mounted tracefs";
@@ -393,7 +446,7 @@ function tracefsFor(options: UnlinkTracerOptions): string {
 function openObject(
   options: UnlinkTracerOptions,
   ringSize: number,
-  method: AttachMethod,
+  programs: string[],
 ): BpfObject {
   const obj = BpfObject.openMem(UNLINK_BPF_O, "unlink");
   try {
@@ -405,7 +458,7 @@ function openObject(
     obj.setConst("wakeup_bytes", wakeupBytes(ringSize));
     obj.setConst("wakeup_ns", WAKEUP_MS * 1_000_000);
     obj.map("events").maxEntries = ringSize;
-    const wanted = new Set(PROGRAMS[method]);
+    const wanted = new Set(programs);
     for (const prog of obj.programs) prog.autoload = wanted.has(prog.name);
     obj.load();
     return obj;
