@@ -142,11 +142,9 @@ async function sha256(path: string): Promise<string> {
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-async function debs(dir: string): Promise<string[]> {
-  const names = [];
-  for await (const e of Deno.readDir(dir)) if (e.name.endsWith(".deb")) names.push(e.name);
-  return names.sort().map((name) => join(dir, name));
-}
+const debs = async (dir: string) =>
+  (await Array.fromAsync(Deno.readDir(dir))).map((e) => join(dir, e.name))
+    .filter((path) => path.endsWith(".deb")).sort();
 
 /** The arm64 root: pinned bookworm libraries, busybox and the host's Deno version for arm64. */
 export function prepareArm64Root(): Promise<string> {

@@ -57,9 +57,9 @@ async function deno(run: Run, onFirstLine = () => {}): Promise<{ ok: boolean; st
 }
 
 /**
- * The smoke test arm64 guests run first: Deno must run and the doctor must
- * report every method as JSON. A tracepoint trace of a busybox `rm` and a
- * failing `unlink` (arm64 has no unlink(2): both are unlinkat) is shown.
+ * The smoke test arm64 guests run first: Deno runs, the doctor reports every
+ * method as JSON, and a tracepoint trace sees a busybox `rm` succeed and a
+ * busybox `unlink` of a missing file fail (both are unlinkat: arm64 has no unlink(2)).
  */
 async function smoke(): Promise<boolean> {
   const version = await deno({ title: "deno --version", args: ["--version"] });
@@ -67,8 +67,11 @@ async function smoke(): Promise<boolean> {
     title: "trace.ts --doctor --json",
     args: [...TRACE, "--doctor", "--json"],
   });
-  const methods = JSON.parse(doctor.stdout.trim() || "{}").methods;
-  const title = "trace.ts --mode tracepoint --json --duration 3 (shown)";
+  const { auto, methods } = JSON.parse(doctor.stdout.trim() || "{}");
+  const reasons = (methods ?? []).map((m: { method: string; reason?: string }) =>
+    `${m.method}: ${m.reason ?? "works"}`
+  );
+  const title = "trace.ts --mode tracepoint --json --duration 3";
   const trace = await deno(
     { title, args: [...TRACE, "--mode", "tracepoint", "--json", "--duration", "3"] },
     () => {
@@ -79,12 +82,14 @@ async function smoke(): Promise<boolean> {
       }
     },
   );
+  const saw = trace.ok && trace.stdout.includes(`"/tmp/smoke_victim","ret":0,`) &&
+    trace.stdout.includes(`"/tmp/smoke_missing","ret":-2,`);
   console.log(
-    `\nguest smoke: deno ${version.ok ? "ran" : "FAILED"}, the doctor ${
-      Array.isArray(methods) ? `reported ${methods.length} methods` : "printed no methods"
-    }, the trace ${trace.ok ? "worked" : "failed"}`,
+    `\nguest smoke: deno ${version.ok ? "ran" : "FAILED"}; the doctor: auto ${auto}, ${
+      reasons.join(", ")
+    }; the trace ${saw ? "saw the rm and the failed unlink" : "FAILED"}`,
   );
-  return version.ok && Array.isArray(methods);
+  return version.ok && reasons.length === 3 && saw;
 }
 
 let failed = Deno.build.arch === "aarch64" && !await smoke() ? 1 : 0;
