@@ -12,28 +12,29 @@ import { buildInitramfs } from "./initramfs.ts";
 
 /**
  * The kernels the harness boots, by the name `--kernel` and `DENO_BPF_VM_KERNELS`
- * use: the Debian suite, package, exact version and the .deb's SHA-256 (from the
- * suite's Packages index), so a new Debian upload cannot change what CI boots.
+ * use: the method `auto` must pick there, the Debian suite, package, exact
+ * version and the .deb's SHA-256 (from the suite's Packages index), so a new
+ * Debian upload cannot change what CI boots.
  */
 const TABLE = `
-5.10       amd64 bullseye linux-image-5.10.0-32-amd64      5.10.223-1 86a6792f3a03ab15a643f385830cdaa921f15e3e9c8bf63aa55a9243c62fc797
-6.1        amd64 bookworm linux-image-6.1.0-50-amd64       6.1.176-1  7b5597492a0a65aee61985a492e6bcc3f2cde830072a0e3b3d8c7e1b90279bd3
-6.12       amd64 trixie   linux-image-6.12.117+deb13-amd64 6.12.117-1 ca712d36790184f6ac125ce2b20ea4e2202ae6bb7817b7de268f1f0115ccda73
-arm64-5.10 arm64 bullseye linux-image-5.10.0-32-arm64      5.10.223-1 53850b52e93158e3055c1d18a5527f9f95250f44b16ee48fb5ab0b42bed44665
-arm64-6.1  arm64 bookworm linux-image-6.1.0-50-arm64       6.1.176-1  914f75b57a8e165d85fb910c3e2dcc7000a05a9fea3f42f90b26e8dd590d5f06
-arm64-6.12 arm64 trixie   linux-image-6.12.117+deb13-arm64 6.12.117-1 73805585385c78e048e63fdfba66da36bab724c2cdebd96a3055a8a4f1ae287a
+5.10       amd64 fentry bullseye linux-image-5.10.0-32-amd64      5.10.223-1 86a6792f3a03ab15a643f385830cdaa921f15e3e9c8bf63aa55a9243c62fc797
+6.1        amd64 fentry bookworm linux-image-6.1.0-50-amd64       6.1.176-1  7b5597492a0a65aee61985a492e6bcc3f2cde830072a0e3b3d8c7e1b90279bd3
+6.12       amd64 fentry trixie   linux-image-6.12.117+deb13-amd64 6.12.117-1 ca712d36790184f6ac125ce2b20ea4e2202ae6bb7817b7de268f1f0115ccda73
+arm64-5.10 arm64 kprobe bullseye linux-image-5.10.0-32-arm64      5.10.223-1 53850b52e93158e3055c1d18a5527f9f95250f44b16ee48fb5ab0b42bed44665
+arm64-6.1  arm64 kprobe bookworm linux-image-6.1.0-50-arm64       6.1.176-1  914f75b57a8e165d85fb910c3e2dcc7000a05a9fea3f42f90b26e8dd590d5f06
+arm64-6.12 arm64 fentry trixie   linux-image-6.12.117+deb13-arm64 6.12.117-1 73805585385c78e048e63fdfba66da36bab724c2cdebd96a3055a8a4f1ae287a
 `;
 
 /** One row of the table. */
-export type KernelPin = Record<"suite" | "pkg" | "version" | "sha256", string> & {
+export type KernelPin = Record<"auto" | "suite" | "pkg" | "version" | "sha256", string> & {
   arch: "amd64" | "arm64";
 };
 
 /** The pinned kernels by name, in the table's order. */
 export const KERNELS: Readonly<Record<string, KernelPin>> = Object.fromEntries(
   TABLE.trim().split("\n").map((row) => row.split(/\s+/)).map((
-    [name, arch, suite, pkg, version, sha256],
-  ) => [name, { arch: arch as KernelPin["arch"], suite, pkg, version, sha256 }]),
+    [name, arch, auto, suite, pkg, version, sha256],
+  ) => [name, { arch: arch as KernelPin["arch"], auto, suite, pkg, version, sha256 }]),
 );
 
 /** The arm64 guest's userland (bookworm), unpacked into its root with `dpkg-deb -x`. */

@@ -1,9 +1,8 @@
 /**
  * Runs inside a VM booted by tests/vm/vm_test.ts: the kernel tests once per
- * rung of the fallback ladder. On x86_64 `auto` must pick fentry, and the same
- * assertions must pass with kprobe and tracepoint forced. On arm64 it runs
- * {@linkcode smoke}, then tests/unlink_test.ts in auto mode (must pick kprobe)
- * and with tracepoint forced.
+ * rung of the fallback ladder: `auto` must pick `$DENO_BPF_VM_AUTO` (fentry by
+ * default), and the same assertions must pass with each lower rung forced. On
+ * arm64 it runs {@linkcode smoke} first, and then only tests/unlink_test.ts.
  *
  *   deno run -A tests/vm/guest.ts       # inside the guest, from the checkout
  *
@@ -21,23 +20,21 @@ const ARM64 = ["tests/unlink_test.ts"];
 const TRACE = ["run", "--allow-ffi", "--allow-env", "scripts/trace.ts"];
 
 type Run = { title: string; env?: Record<string, string>; args: string[] };
-const test = (title: string, env: Record<string, string>, files: string[]): Run => ({
+const test = (title: string, env: Run["env"], files: string[]): Run => ({
   title,
   env,
   args: ["test", "-A", "--no-check", ...files],
 });
-const [AUTO, MODE] = ["DENO_BPF_EXPECT_METHOD", "DENO_BPF_TEST_MODE"];
-const RUNS: Run[] = Deno.build.arch === "aarch64"
-  ? [
-    // Debian's arm64 kernels refuse to attach fentry (ENOTSUPP): auto must fall to kprobe.
-    test("auto (must pick kprobe)", { [AUTO]: "kprobe" }, ARM64),
-    test("--mode tracepoint", { [MODE]: "tracepoint" }, ARM64),
-  ]
-  : [
-    test("auto (must pick fentry)", { [AUTO]: "fentry" }, ALL),
-    test("--mode kprobe", { [MODE]: "kprobe" }, LADDER),
-    test("--mode tracepoint", { [MODE]: "tracepoint" }, LADDER),
-  ];
+// auto must pick the method the table in tests/vm/fetch.ts names; each lower rung is forced.
+const auto = Deno.env.get("DENO_BPF_VM_AUTO") ?? "fentry";
+const METHODS = ["fentry", "kprobe", "tracepoint"];
+const arm = Deno.build.arch === "aarch64";
+const RUNS: Run[] = [
+  test(`auto (must pick ${auto})`, { DENO_BPF_EXPECT_METHOD: auto }, arm ? ARM64 : ALL),
+  ...METHODS.slice(METHODS.indexOf(auto) + 1).map((mode) =>
+    test(`--mode ${mode}`, { DENO_BPF_TEST_MODE: mode }, arm ? ARM64 : LADDER)
+  ),
+];
 
 /** Runs `args` with Deno; its stdout is echoed, and `onFirstLine` runs once the first line arrives. */
 async function deno(run: Run, onFirstLine = () => {}): Promise<{ ok: boolean; stdout: string }> {
@@ -92,7 +89,7 @@ async function smoke(): Promise<boolean> {
   return version.ok && reasons.length === 3 && saw;
 }
 
-let failed = Deno.build.arch === "aarch64" && !await smoke() ? 1 : 0;
+let failed = arm && !await smoke() ? 1 : 0;
 for (const run of RUNS) if (!(await deno(run)).ok) failed++;
 console.log(`\nguest: ${failed} of ${RUNS.length} runs failed`);
 Deno.exit(failed ? 1 : 0);

@@ -68,6 +68,7 @@ for (const kernel of names.filter((name) => !unknown.includes(name))) {
         console.log(`--- guest output (${kernel}): ${command.join(" ")} ---`);
         return runInVm(kernel, command, {
           timeoutMs: GUEST_TIMEOUT_MS,
+          env: { DENO_BPF_VM_AUTO: KERNELS[kernel].auto },
           onOutput: (text) => Deno.stdout.writeSync(new TextEncoder().encode(text)),
         });
       };
