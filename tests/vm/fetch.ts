@@ -8,7 +8,7 @@
  */
 
 import { join, resolve } from "node:path";
-import { buildInitramfs } from "./initramfs.ts";
+import { buildInitramfs, run } from "./initramfs.ts";
 
 /**
  * The kernels the harness boots, by the name `--kernel` and `DENO_BPF_VM_KERNELS`
@@ -71,19 +71,6 @@ export function cacheRoot(): string {
 export function assertKernel(name: string): string {
   if (Object.hasOwn(KERNELS, name)) return name;
   throw new RangeError(`Unknown kernel "${name}": expected one of ${Object.keys(KERNELS)}`);
-}
-
-/** Runs a host tool; a failure throws one line naming the tool and its complaint. */
-export async function run(cmd: string, args: string[], cwd?: string): Promise<string> {
-  const out = await new Deno.Command(cmd, { args, cwd, stdin: "null", env: { LC_ALL: "C" } })
-    .output().catch((error) => {
-      throw new Error(`Cannot run ${cmd}: ${error.message} (is it installed?)`);
-    });
-  const text = new TextDecoder().decode(out.stdout);
-  if (out.success) return text;
-  const err = new TextDecoder().decode(out.stderr).trim().split("\n");
-  const detail = err.filter((l) => l.startsWith("E:")).join("; ") || err.at(-1);
-  throw new Error(`${cmd} ${args.at(-1)} failed: ${detail}`);
 }
 
 const exists = (path: string) => Deno.stat(path).then(() => true, () => false);

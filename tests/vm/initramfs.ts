@@ -8,7 +8,19 @@
  */
 
 import { basename, join } from "node:path";
-import { run } from "./fetch.ts";
+
+/** Runs a host tool; a failure throws one line naming the tool and its complaint. */
+export async function run(cmd: string, args: string[], cwd?: string): Promise<string> {
+  const out = await new Deno.Command(cmd, { args, cwd, stdin: "null", env: { LC_ALL: "C" } })
+    .output().catch((error) => {
+      throw new Error(`Cannot run ${cmd}: ${error.message} (is it installed?)`);
+    });
+  const text = new TextDecoder().decode(out.stdout);
+  if (out.success) return text;
+  const err = new TextDecoder().decode(out.stderr).trim().split("\n");
+  const detail = err.filter((l) => l.startsWith("E:")).join("; ") || err.at(-1);
+  throw new Error(`${cmd} ${args.at(-1)} failed: ${detail}`);
+}
 
 /** Modules the guest needs (with their dependencies), and ones loaded when shipped. */
 const MODULES = { amd64: ["virtio_pci", "9pnet_virtio", "9p"], arm64: ["virtio_mmio"] };
