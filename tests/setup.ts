@@ -21,6 +21,10 @@ const NEEDS: [pkg: string, probe: string, why: string][] = [
   ["bpftool", "/usr/sbin/bpftool", "checking that no program outlives the tracer"],
   ["qemu-system-x86", "/usr/bin/qemu-system-x86_64", "the fentry tests on real Debian kernels"],
   ["busybox-static", "/bin/busybox", "the VM's initramfs"],
+  ["qemu-system-arm", "/usr/bin/qemu-system-aarch64", "the arm64 kernel VMs"],
+  ["cpio", "/usr/bin/cpio", "packing the VM's initramfs"],
+  ["kmod", "/usr/sbin/depmod", "ordering the VM's kernel modules"],
+  ["xz-utils", "/usr/bin/xz", "unpacking the VM's kernel modules"],
 ];
 
 function has(path: string): boolean {
