@@ -153,6 +153,7 @@ export {
   type AttachMethod,
   DEFAULT_RING_SIZE,
   type SkippedMethod,
+  UNLINK_EVENT_FIELDS,
   UNLINK_F_NAME_TRUNCATED,
   type UnlinkEvent,
   unlinkEvent,
