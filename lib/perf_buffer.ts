@@ -31,6 +31,16 @@
 
 import { c, checkErrno, failure } from "./_ffi.ts";
 import { PerfRing } from "./_perf_ring.ts";
+import {
+  EPOLL_EVENT_SIZE,
+  epollAdd,
+  epollCreate,
+  mapShared,
+  PROT_READ,
+  PROT_WRITE,
+  signalStop,
+  stopEventfd,
+} from "./_wait.ts";
 import { BpfError } from "./errors.ts";
 import type { AnyLayout, RecordOf } from "./layout.ts";
 import { type BpfMap, possibleCpus } from "./map.ts";
@@ -47,21 +57,9 @@ const SYS_PERF_EVENT_OPEN: Record<string, number> = { x86_64: 298, aarch64: 241 
 const EPERM = 1;
 const EACCES = 13;
 const ENODEV = 19;
-const PROT_READ = 0x1;
-const PROT_WRITE = 0x2;
-const MAP_SHARED = 0x1;
-const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
-const EPOLL_CLOEXEC = 0x80000;
-const EPOLL_CTL_ADD = 1;
-const EPOLLIN = 0x1;
-const EFD_CLOEXEC = 0x80000;
-const EFD_NONBLOCK = 0x800;
 const STOP_TOKEN = 0xffff_ffff;
 /** How many records {@linkcode PerfBuffer.records} decodes at a time. */
 const RECORDS_CHUNK = 256;
-
-// struct epoll_event is packed on x86_64 (12 bytes), naturally aligned elsewhere.
-const EPOLL_EVENT_SIZE = Deno.build.arch === "x86_64" ? 12 : 16;
 
 /**
  * Called once per sample with the bytes that hold it, the offset and length
@@ -130,14 +128,6 @@ function perfEventAttr(wakeupEvents: number): Uint8Array<ArrayBuffer> {
   view.setBigUint64(40, ATTR_DISABLED, true); // enabled once mapped
   view.setUint32(48, wakeupEvents, true); // wakeup_events
   return attr;
-}
-
-function epollAdd(epfd: number, fd: number, token: number) {
-  const ev = new Uint8Array(EPOLL_EVENT_SIZE);
-  const view = new DataView(ev.buffer);
-  view.setUint32(0, EPOLLIN, true);
-  view.setUint32(EPOLL_EVENT_SIZE - 8, token, true);
-  checkErrno(c().epoll_ctl(epfd, EPOLL_CTL_ADD, fd, ev), `watch fd ${fd} with epoll`);
 }
 
 /**
@@ -219,15 +209,9 @@ export class PerfBuffer implements Disposable {
     const key = new Uint32Array(1);
     const value = new Int32Array(1);
     try {
-      this.#epfd = checkErrno(
-        c().epoll_create1(EPOLL_CLOEXEC),
-        "create the perf buffer's epoll set",
-      );
+      this.#epfd = epollCreate("perf buffer");
       this.#held.fds.push(this.#epfd);
-      this.#stopfd = checkErrno(
-        c().eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK),
-        "create the perf buffer's stop eventfd",
-      );
+      this.#stopfd = stopEventfd("perf buffer");
       this.#held.fds.push(this.#stopfd);
       epollAdd(this.#epfd, this.#stopfd, STOP_TOKEN);
       for (let cpu = 0; cpu < cpus; cpu++) {
@@ -243,12 +227,14 @@ export class PerfBuffer implements Disposable {
           });
         }
         this.#held.fds.push(fd);
-        const ptr = c().mmap(null, BigInt(length), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0n);
-        if (ptr === null || Deno.UnsafePointer.value(ptr) === MAP_FAILED) {
-          throw failure(`map the perf ring of CPU ${cpu} (${length} bytes)`, {
-            hint: "try a smaller pageCount",
-          });
-        }
+        const ptr = mapShared(
+          fd,
+          length,
+          PROT_READ | PROT_WRITE,
+          0,
+          `the perf ring of CPU ${cpu}`,
+          "try a smaller pageCount",
+        );
         this.#held.mappings.push({ ptr, length });
         const ring = new PerfRing(
           Deno.UnsafePointerView.getArrayBuffer(ptr, length),
@@ -374,8 +360,7 @@ export class PerfBuffer implements Disposable {
   stop(): void {
     if (this.#stopped || this.#released) return;
     this.#stopped = true;
-    const one = new BigUint64Array([1n]);
-    c().write(this.#stopfd, new Uint8Array(one.buffer), 8n);
+    signalStop(this.#stopfd);
   }
 
   /**

@@ -30,29 +30,28 @@
  * @module
  */
 
-import { c, checkErrno, failure } from "./_ffi.ts";
+import { c } from "./_ffi.ts";
+import {
+  EPOLL_EVENT_SIZE,
+  epollAdd,
+  epollCreate,
+  EPOLLET,
+  EPOLLIN,
+  mapShared,
+  PROT_READ,
+  PROT_WRITE,
+  signalStop,
+  stopEventfd,
+} from "./_wait.ts";
 import type { AnyLayout, RecordOf } from "./layout.ts";
 import type { BpfMap } from "./map.ts";
 import { checkRingSize, type RecordHandler, RingParser } from "./ring.ts";
 
 export { checkRingSize, MAX_RING_SIZE, type RecordHandler } from "./ring.ts";
 
-const PROT_READ = 0x1;
-const PROT_WRITE = 0x2;
-const MAP_SHARED = 0x1;
-const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
-const EPOLL_CLOEXEC = 0x80000;
-const EPOLL_CTL_ADD = 1;
-const EPOLLIN = 0x1;
-const EPOLLET = 1 << 31;
-const EFD_CLOEXEC = 0x80000;
-const EFD_NONBLOCK = 0x800;
 const STOP_TOKEN = 1;
 /** How many records {@linkcode RingBuffer.records} decodes at a time. */
 const RECORDS_CHUNK = 256;
-
-// struct epoll_event is packed on x86_64 (12 bytes), naturally aligned elsewhere.
-const EPOLL_EVENT_SIZE = Deno.build.arch === "x86_64" ? 12 : 16;
 
 /**
  * Called by {@linkcode RingBuffer.drain} once per record: the ring's bytes,
@@ -99,12 +98,14 @@ class RingResources {
 
   /** Maps `length` bytes of the ring's fd at `offset`; throws with the real errno. */
   map(fd: number, length: number, prot: number, offset: number, what: string) {
-    const ptr = c().mmap(null, BigInt(length), prot, MAP_SHARED, fd, BigInt(offset));
-    if (ptr === null || Deno.UnsafePointer.value(ptr) === MAP_FAILED) {
-      throw failure(`map the ring buffer's ${what} (${length} bytes of fd ${fd})`, {
-        hint: "is the map a BPF_MAP_TYPE_RINGBUF, and is there address space left?",
-      });
-    }
+    const ptr = mapShared(
+      fd,
+      length,
+      prot,
+      offset,
+      `the ring buffer's ${what}`,
+      "is the map a BPF_MAP_TYPE_RINGBUF, and is there address space left?",
+    );
     this.mappings.push({ ptr, length });
     const view = Deno.UnsafePointerView.getArrayBuffer(ptr, length);
     this.views.push(view);
@@ -126,14 +127,6 @@ class RingResources {
 
 /** Safety net only: a reader dropped without close() still gets released. */
 const unclosedRings = new FinalizationRegistry<RingResources>((res) => res.release());
-
-function epollAdd(epfd: number, fd: number, token: number, events: number) {
-  const ev = new Uint8Array(EPOLL_EVENT_SIZE);
-  const view = new DataView(ev.buffer);
-  view.setUint32(0, events >>> 0, true);
-  view.setUint32(EPOLL_EVENT_SIZE - 8, token, true);
-  checkErrno(c().epoll_ctl(epfd, EPOLL_CTL_ADD, fd, ev), `watch fd ${fd} with epoll`);
-}
 
 /**
  * Reads one `BPF_MAP_TYPE_RINGBUF` map, or several with one wait (as
@@ -196,10 +189,8 @@ export class RingBuffer implements Disposable {
     this.#batchBytes = Math.max(1, options.batchBytes ?? 0);
     const res = this.#res;
     try {
-      res.epfd = c().epoll_create1(EPOLL_CLOEXEC);
-      checkErrno(res.epfd, "create the ring buffer's epoll set");
-      res.stopfd = c().eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-      checkErrno(res.stopfd, "create the ring buffer's stop eventfd");
+      res.epfd = epollCreate("ring buffer");
+      res.stopfd = stopEventfd("ring buffer");
       epollAdd(res.epfd, res.stopfd, STOP_TOKEN, EPOLLIN);
       fds.forEach((fd, i) => {
         const size = this.#sizes[i];
@@ -325,8 +316,7 @@ export class RingBuffer implements Disposable {
   stop(): void {
     if (this.#stopped || this.#released) return;
     this.#stopped = true;
-    const one = new BigUint64Array([1n]);
-    c().write(this.#res.stopfd, new Uint8Array(one.buffer), 8n);
+    signalStop(this.#res.stopfd);
   }
 
   /**
