@@ -130,16 +130,21 @@ kernelTest("trace.ts colours failures only on a terminal, and never with NO_COLO
       stderr: "piped",
     }).spawn();
     const out = new Response(proc.stdout).text();
-    // Unlink until the tracer is attached and counts one.
-    const deadline = Date.now() + 30_000;
+    // Unlink until the tracer is attached and counts one. A loaded emulated
+    // guest can take a while to start it, but never forever: past the
+    // deadline the tracer is killed and the test fails with its output.
+    const deadline = Date.now() + 180_000;
     let status: Deno.CommandStatus | undefined;
     proc.status.then((s) => status = s);
     while (!status && Date.now() < deadline) {
       await new Deno.Command("rm", { args: [`${dir}/missing`], stderr: "null" }).output();
       await new Promise((r) => setTimeout(r, 100));
     }
+    if (!status) proc.kill("SIGKILL");
     await proc.status;
-    return await out;
+    const text = await out;
+    assert.ok(status, `trace.ts on a terminal did not count one rm within 180 s:\n${text}`);
+    return text;
   };
   // An empty NO_COLOR counts as unset (no-color.org); the VM harness sets it to 1.
   const coloured = await onTty({ NO_COLOR: "" });
