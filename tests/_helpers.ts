@@ -49,7 +49,10 @@ export function kernelSkipReason(): string | undefined {
  * A test that needs root and a BPF-capable kernel. Outside CI it is skipped
  * with the reason printed; with CI=true a would-be skip fails.
  */
-export function kernelTest(name: string, fn: () => Promise<void> | void): void {
+export function kernelTest(
+  name: string,
+  fn: (t: Deno.TestContext) => Promise<void> | void,
+): void {
   const reason = kernelSkipReason();
   if (reason && !CI) {
     console.log(`skipping "${name}": ${reason}`);

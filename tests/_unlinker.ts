@@ -3,13 +3,14 @@
  * can trace exactly what it did. Usage:
  *
  *   deno run -A tests/_unlinker.ts unlink:PATH unlinkat:PATH rmdir:PATH touch:PATH ...
- *     unlinkatdir:DIR:NAME chdir:PATH chroot:PATH mkdir:PATH
+ *     unlinkatdir:DIR:NAME chdir:PATH chroot:PATH mkdir:PATH rmdir2:PATH rename:OLD:NEW
  *
  * It names itself `dbpf_unlinker`, prints `ready`, waits for a line on stdin,
  * performs each operation with the raw libc call (unlink(2), unlinkat(2),
  * unlinkat(2) with AT_REMOVEDIR, or for `touch` creat(2), which makes an
- * empty file), and prints one JSON array of results. `unlinkatdir` opens
- * DIR and calls unlinkat(2) with that fd; `chdir` and `chroot` move the
+ * empty file), and prints one JSON array of results. `rmdir2` calls libc's
+ * rmdir() (rmdir(2) on x86_64), `rename` calls rename(2) (OLD holds no
+ * colon). `unlinkatdir` opens DIR and calls unlinkat(2) with that fd; `chdir` and `chroot` move the
  * process, and `mkdir` makes a directory (for tests of how paths resolve). An op ending in
  * `hex` takes the path as hex bytes (`unlinkhex:2f746d702fff`), so it can
  * name a file whose name is not UTF-8, which a command-line argument cannot.
@@ -31,6 +32,8 @@ const libc = Deno.dlopen("libc.so.6", {
   chdir: { parameters: ["buffer"], result: "i32" },
   chroot: { parameters: ["buffer"], result: "i32" },
   mkdir: { parameters: ["buffer", "u32"], result: "i32" },
+  rmdir: { parameters: ["buffer"], result: "i32" },
+  rename: { parameters: ["buffer", "buffer"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 });
 const cstr = (s: string) => new TextEncoder().encode(s + "\0");
@@ -43,8 +46,15 @@ console.log("ready");
 for await (const _ of Deno.stdin.readable) break;
 
 function run(op: string, name: Uint8Array): number {
-  const { unlink, unlinkat, creat, close, open, chdir, chroot, mkdir } = libc.symbols;
+  const { unlink, unlinkat, creat, close, open, chdir, chroot, mkdir, rmdir, rename } =
+    libc.symbols;
   if (op === "unlink") return unlink(name);
+  if (op === "rmdir2") return rmdir(name);
+  if (op === "rename") {
+    const text = new TextDecoder().decode(name.subarray(0, -1));
+    const colon = text.indexOf(":");
+    return rename(cstr(text.slice(0, colon)), cstr(text.slice(colon + 1)));
+  }
   if (op === "mkdir") return mkdir(name, 0o755);
   if (op === "chdir") return chdir(name);
   if (op === "chroot") return chroot(name);
