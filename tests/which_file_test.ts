@@ -336,6 +336,7 @@ kernelTest(
     const ops = [
       // Hostile names first: the control characters then fall in argv's first 256 bytes.
       `unlinkat:${control}`,
+      `touchhex:${hex(bad)}`,
       `unlinkhex:${hex(bad)}`,
       "unlink:f1",
       `unlinkatdir:${dir}/sub:f2`,
@@ -851,6 +852,7 @@ kernelTest(
       assert.equal(run.code, 2, run.stderr);
       assert.equal(run.stderr.trimEnd().split("\n").length, 1, run.stderr);
       assert.match(run.stderr, /--rename/);
+      assert.match(run.stderr, /fentry|kprobe|tracepoint/, "it names the methods that can");
       assert.equal(run.stdout, "");
     });
     const method = await methodHere();

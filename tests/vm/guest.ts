@@ -10,7 +10,12 @@
  */
 
 // What depends on the attach method runs once per method; the rest once, in auto mode.
-const LADDER = ["tests/unlink_test.ts", "tests/trace_script_test.ts", "tests/names_test.ts"];
+const LADDER = [
+  "tests/unlink_test.ts",
+  "tests/trace_script_test.ts",
+  "tests/names_test.ts",
+  "tests/which_file_test.ts",
+];
 const ALL = [
   ...LADDER,
   ..."trace_exit handles permissions attach_target printk url_import doctor"

@@ -85,7 +85,7 @@ mnt() { mkdir -p /host$2 2>/dev/null; mount -t $1 \${3:+-o $3} $1 /host$2 || ech
 mnt proc /proc; mnt sysfs /sys; mnt devtmpfs /dev; mnt devpts /dev/pts; mnt tmpfs /dev/shm mode=1777
 mnt tmpfs /tmp mode=1777; mnt tmpfs /run mode=0755; mnt tmpfs /root mode=0700
 mnt tracefs /sys/kernel/tracing; mnt debugfs /sys/kernel/debug; mnt bpf /sys/fs/bpf
-mnt securityfs /sys/kernel/security
+mnt securityfs /sys/kernel/security; mnt cgroup2 /sys/fs/cgroup
 mount -t 9p -o ${P9} checkout /host${
     quote(checkout)
   } || echo "deno_bpf_vm: cannot mount the checkout"
