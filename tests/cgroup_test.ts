@@ -366,30 +366,52 @@ kernelTest("cgroupIdOf refuses a cgroup v1 directory", () => {
   });
 });
 
-kernelTest("the cgroup resolver runs with exactly --allow-ffi --allow-env", async () => {
+/** Runs a script that names the cgroup `path` with exactly `--allow-ffi --allow-env`. */
+async function resolveInChild(path: string, prefix: string[] = []) {
   const script = await Deno.makeTempFile({ suffix: ".ts" });
   try {
     await Deno.writeTextFile(
       script,
       `import { cgroupIdOf, CgroupNames } from "${ROOT}lib/unlink/_cgroup.ts";
-const id = cgroupIdOf("/");
 using names = CgroupNames.open();
-console.log(JSON.stringify({ id: String(id), name: names.name(id), mount: names.mountPoint }));
+const id = cgroupIdOf(Deno.args[0]);
+const name = names.name(id);
+console.log(JSON.stringify({ id: String(id), name, method: names.method, mount: names.mountPoint }));
 `,
     );
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--no-prompt", "--allow-ffi", "--allow-env", script],
+    const [cmd, ...pre] = [...prefix, Deno.execPath()];
+    const out = await new Deno.Command(cmd, {
+      args: [...pre, "run", "--no-prompt", "--allow-ffi", "--allow-env", script, path],
       stdout: "piped",
       stderr: "piped",
     }).output();
     const stderr = new TextDecoder().decode(out.stderr);
     assert.equal(out.code, 0, stderr);
-    assert.deepEqual(JSON.parse(new TextDecoder().decode(out.stdout)), {
-      id: String(Deno.statSync(mountPoint()).ino),
-      name: "/",
-      mount: mountPoint(),
-    });
+    return JSON.parse(new TextDecoder().decode(out.stdout));
   } finally {
     await Deno.remove(script);
   }
+}
+
+kernelTest("the cgroup resolver runs with exactly --allow-ffi --allow-env", async () => {
+  assert.deepEqual(await resolveInChild("/"), {
+    id: String(Deno.statSync(mountPoint()).ino),
+    name: "/",
+    method: "handle",
+    mount: mountPoint(),
+  });
 });
+
+kernelTest(
+  "CgroupNames walks the mount when the kernel refuses handles (no CAP_DAC_READ_SEARCH)",
+  () =>
+    withDockerCgroup(async ({ path, ino }) => {
+      const drop = ["setpriv", "--inh-caps=-dac_read_search", "--bounding-set=-dac_read_search"];
+      assert.deepEqual(await resolveInChild(path, drop), {
+        id: String(ino),
+        name: path,
+        method: "walk",
+        mount: mountPoint(),
+      });
+    }),
+);
