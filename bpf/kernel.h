@@ -23,6 +23,101 @@ struct filename {
 	const char *name;
 };
 
+struct qstr {
+	union {
+		struct {
+			__u32 hash;
+			__u32 len;
+		};
+		__u64 hash_len;
+	};
+	const unsigned char *name;
+};
+
+struct super_block {
+	__u32 s_dev; /* dev_t: major << 20 | minor */
+};
+
+struct inode {
+	unsigned short i_mode;
+	unsigned long i_ino;
+	unsigned int i_nlink; /* in an anonymous union in the kernel */
+	long long i_size;
+	struct super_block *i_sb;
+};
+
+struct dentry {
+	struct dentry *d_parent;
+	struct qstr d_name;
+	struct inode *d_inode;
+};
+
+struct vfsmount {
+	struct dentry *mnt_root;
+};
+
+/* The kernel's private wrapper around a vfsmount (fs/mount.h). */
+struct mount {
+	struct mount *mnt_parent;
+	struct dentry *mnt_mountpoint;
+	struct vfsmount mnt;
+};
+
+struct path {
+	struct vfsmount *mnt;
+	struct dentry *dentry;
+};
+
+struct fs_struct {
+	struct path root;
+	struct path pwd;
+};
+
+struct file {
+	struct path f_path;
+};
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+};
+
+struct files_struct {
+	struct fdtable *fdt;
+};
+
+struct mm_struct {
+	unsigned long arg_start;
+	unsigned long arg_end;
+};
+
+struct ns_common {
+	unsigned int inum;
+};
+
+struct mnt_namespace {
+	struct ns_common ns;
+};
+
+struct nsproxy {
+	struct mnt_namespace *mnt_ns;
+};
+
+typedef struct {
+	__u32 val;
+} kuid_t;
+
+struct task_struct {
+	int tgid;
+	char comm[16];
+	struct task_struct *real_parent;
+	struct fs_struct *fs;
+	struct files_struct *files;
+	struct mm_struct *mm;
+	struct nsproxy *nsproxy;
+	kuid_t loginuid; /* CONFIG_AUDIT */
+};
+
 /* arm64: kprobe arguments are in x0..x7, user_pt_regs.regs[] (the first
  * member of the kernel's struct pt_regs). */
 struct user_pt_regs {

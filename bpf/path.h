@@ -2,20 +2,22 @@
 /*
  * The absolute path of a name passed to a syscall, resolved in the kernel.
  *
- * At syscall entry the kernel has not looked the name up yet, so the path is
- * built from what the task holds: its working directory (for AT_FDCWD) or the
+ * Two ways. Before the kernel has looked the name up (at a syscall's entry,
+ * or after a failed lookup), path_resolve_at builds it from what the task holds: its working directory (for AT_FDCWD) or the
  * open file that dfd refers to, walked up dentry by dentry to the process's
  * root (current->fs->root), crossing mount points through struct mount, and
  * then the name as the caller passed it. The result is what the process meant,
  * seen from its own root (a chroot shows its own "/"), joined but not
  * normalised: "." and ".." in the name stay for user space to fold lexically,
- * which is right unless a symlinked directory is followed by "..".
+ * which is right unless a symlinked directory is followed by "..". Once the
+ * kernel has the dentry (security_path_unlink), path_resolve_dentry walks
+ * from the file itself, and the path is canonical.
  *
  * Include after kernel.h. Usage, with both buffers in per-CPU map values (on
  * the stack the verifier tracks every byte of the walk and gives up):
  *
  *   struct path_span span;
- *   __u32 flags = path_resolve_at(scratch, dfd, user_name, &span);
+ *   __u32 flags = path_resolve_at(scratch, dfd, user_name, true, &span);
  *   len = path_copy(out, scratch, &span);   // out: char[PATH_KEEP]
  *
  * The walk loop is bounded (PATH_DEPTH steps) and opens with an empty asm
@@ -45,64 +47,6 @@ _Static_assert(PATH_KEEP > PATH_NAME_MAX + 1, "PATH_KEEP must hold one component
 #define PATH_F_NO_BASE 0x4   /* dfd is not an open file: the name alone */
 #define PATH_F_FAULT 0x8     /* a kernel or user read failed */
 
-#pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
-
-struct qstr {
-	union {
-		struct {
-			__u32 hash;
-			__u32 len;
-		};
-		__u64 hash_len;
-	};
-	const unsigned char *name;
-};
-
-struct dentry {
-	struct dentry *d_parent;
-	struct qstr d_name;
-};
-
-struct vfsmount {
-	struct dentry *mnt_root;
-};
-
-/* The kernel's private wrapper around a vfsmount (fs/mount.h). */
-struct mount {
-	struct mount *mnt_parent;
-	struct dentry *mnt_mountpoint;
-	struct vfsmount mnt;
-};
-
-struct path {
-	struct vfsmount *mnt;
-	struct dentry *dentry;
-};
-
-struct fs_struct {
-	struct path root;
-	struct path pwd;
-};
-
-struct file {
-	struct path f_path;
-};
-
-struct fdtable {
-	unsigned int max_fds;
-	struct file **fd;
-};
-
-struct files_struct {
-	struct fdtable *fdt;
-};
-
-struct task_struct {
-	struct fs_struct *fs;
-	struct files_struct *files;
-};
-
-#pragma clang attribute pop
 
 /*
  * Scratch for one resolution. The directory is written right to left so that
@@ -194,11 +138,12 @@ static __always_inline __u32 path_walk_dir(struct path_scratch *s, struct dentry
 }
 
 /*
- * Resolves (dfd, name) of the current task, name a user pointer as a syscall
- * receives it, into s. Returns PATH_F_* flags, 0 for a whole absolute path.
+ * Resolves (dfd, name) of the current task into s: name is a user pointer as
+ * a syscall receives it, or with user false a kernel one. Returns PATH_F_*
+ * flags, 0 for a whole absolute path.
  */
 static __always_inline __u32 path_resolve_at(struct path_scratch *s, int dfd, const char *name,
-					     struct path_span *span)
+					     bool user, struct path_span *span)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct fs_struct *fs = BPF_CORE_READ(task, fs);
@@ -208,7 +153,7 @@ static __always_inline __u32 path_resolve_at(struct path_scratch *s, int dfd, co
 	long n;
 	char first = 0;
 
-	if (bpf_probe_read_user(&first, 1, name))
+	if (user ? bpf_probe_read_user(&first, 1, name) : bpf_probe_read_kernel(&first, 1, name))
 		flags |= PATH_F_FAULT;
 	if (first != '/') {
 		if (dfd == PATH_AT_FDCWD) {
@@ -238,7 +183,10 @@ static __always_inline __u32 path_resolve_at(struct path_scratch *s, int dfd, co
 		s->buf[PATH_KEEP] = '/';
 		at = PATH_KEEP + 1;
 	}
-	n = bpf_probe_read_user_str(&s->buf[at & (2 * PATH_KEEP - 1)], PATH_KEEP - 1, name);
+	if (user)
+		n = bpf_probe_read_user_str(&s->buf[at & (2 * PATH_KEEP - 1)], PATH_KEEP - 1, name);
+	else
+		n = bpf_probe_read_kernel_str(&s->buf[at & (2 * PATH_KEEP - 1)], PATH_KEEP - 1, name);
 	if (n < 0) {
 		flags |= PATH_F_FAULT;
 		n = 1;

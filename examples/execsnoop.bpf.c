@@ -8,16 +8,11 @@
 DENO_BPF_RECORD(struct exec_event);
 
 /*
- * The kernel types this program reads, declared with only the fields it
- * touches: preserve_access_index makes libbpf find each field's offset in
- * the running kernel's BTF at load time (CO-RE).
+ * The tracepoint's record, declared with only the fields this program reads
+ * (task_struct comes from kernel.h): preserve_access_index makes libbpf find
+ * each field's offset in the running kernel's BTF at load time (CO-RE).
  */
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
-struct task_struct {
-	int tgid;
-	struct task_struct *real_parent;
-};
-
 struct trace_event_raw_sched_process_exec {
 	struct trace_entry ent;
 	__u32 __data_loc_filename; /* low 16 bits: the name's offset in the record */

@@ -203,6 +203,23 @@ const LIBC = {
     parameters: ["buffer", "buffer", "buffer", "u64", "pointer"],
     result: "i32",
   },
+
+  // cgroup v2 ids and paths (lib/unlink/_cgroup.ts).
+  // int name_to_handle_at(int dirfd, const char *path, struct file_handle *handle, int *mount_id, int flags)
+  name_to_handle_at: {
+    parameters: ["i32", "buffer", "buffer", "buffer", "i32"],
+    result: "i32",
+  },
+  // int open_by_handle_at(int mount_fd, struct file_handle *handle, int flags)
+  open_by_handle_at: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+  // ssize_t readlink(const char *path, char *buf, size_t bufsiz)
+  readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
+  // DIR *opendir(const char *name)
+  opendir: { parameters: ["buffer"], result: "pointer" },
+  // struct dirent *readdir(DIR *dirp)
+  readdir: { parameters: ["pointer"], result: "pointer" },
+  // int closedir(DIR *dirp)
+  closedir: { parameters: ["pointer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 export type Libbpf = Deno.DynamicLibrary<typeof LIBBPF>["symbols"];

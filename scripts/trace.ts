@@ -26,6 +26,7 @@ import {
   envelope,
   EventWriter,
   formatText,
+  MAX_PREFIXES,
   TEXT_HEADER,
   unlinkEvent,
   UnlinkTracer,
@@ -38,10 +39,19 @@ Trace unlinks (file deletions) system-wide: who, which file, and the result.
 
 Options:
   -p, --pid PID          only this process id
+      --tid TID          only this thread id
   -u, --uid UID          only this user id
   -n, --name COMM        only tasks with exactly this command name (<= 15 bytes)
+      --cgroup PATH      only tasks in this cgroup v2 (not its children): a
+                         directory of the cgroup2 mount, or a path like /x.scope
+      --path PREFIX      only files at or under this absolute path (<= 255 bytes;
+                         repeat for up to 8); /tmp/a matches /tmp/a/x, not /tmp/ab
   -x, --failed           only failed unlinks
-  -j, --json             one JSON object per line on stdout
+      --rmdir            also directories removed (rmdir, unlinkat AT_REMOVEDIR)
+      --rename           also renames that replace an existing file (fentry and
+                         kprobe only)
+  -j, --json             one JSON object per line on stdout (fields: README)
+      --raw-names        text: show names as passed, not absolute paths
       --count N          exit after N events
       --duration SECONDS exit after this many seconds
       --mode MODE        auto (default), ${ATTACH_METHODS.join(", ")}
@@ -52,7 +62,8 @@ Options:
                          (the same as scripts/doctor.ts; --json works too)
   -h, --help             show this help
 
-Text columns: TIME PID COMM RET LAT(us) FILENAME; RET is 0 or the errno name.
+Text columns: TIME PID COMM RET LAT(us) FILENAME; RET is 0 or the errno name,
+FILENAME the absolute path (… starts one whose beginning was lost).
 State lines (attached via ..., lost N) go to stderr. Ctrl-C, SIGTERM, SIGHUP,
 --count and --duration all detach, print a summary and exit 0; so does a
 closed stdout (e.g. | head -1). Tracepoints need tracefs: if none is mounted,
@@ -62,6 +73,7 @@ trace.ts mounts it at /sys/kernel/tracing.`;
 export interface TraceArgs {
   tracer: UnlinkTracerOptions;
   json: boolean;
+  rawNames: boolean;
   count?: number;
   durationMs?: number;
   verbose: boolean;
@@ -109,6 +121,12 @@ export function parseTraceArgs(args: string[]): TraceArgs {
       allowPositionals: false,
       options: {
         pid: { type: "string", short: "p" },
+        tid: { type: "string" },
+        cgroup: { type: "string" },
+        path: { type: "string", multiple: true },
+        rmdir: { type: "boolean" },
+        rename: { type: "boolean" },
+        "raw-names": { type: "boolean" },
         uid: { type: "string", short: "u" },
         name: { type: "string", short: "n" },
         failed: { type: "boolean", short: "x" },
@@ -134,6 +152,20 @@ export function parseTraceArgs(args: string[]): TraceArgs {
   if (name !== undefined && (name === "" || new TextEncoder().encode(name).length > 15)) {
     throw new UsageError(`--name needs 1 to 15 bytes (the kernel's comm limit), got "${name}"`);
   }
+  const paths = values.path ?? [];
+  if (paths.length > MAX_PREFIXES) {
+    throw new UsageError(`--path can be given at most ${MAX_PREFIXES} times, got ${paths.length}`);
+  }
+  for (const path of paths) {
+    if (!path.startsWith("/") || new TextEncoder().encode(path.replace(/\/+$/, "")).length > 255) {
+      throw new UsageError(`--path needs an absolute path of at most 255 bytes, got "${path}"`);
+    }
+  }
+  if (values.rename && mode === "tracepoint") {
+    throw new UsageError(
+      "--rename needs fentry or kprobe: syscall tracepoints cannot see what a rename replaced",
+    );
+  }
   let durationMs: number | undefined;
   if (values.duration !== undefined) {
     const s = Number(values.duration);
@@ -147,6 +179,11 @@ export function parseTraceArgs(args: string[]): TraceArgs {
   return {
     tracer: {
       pid: integer("--pid", values.pid, 1, 0xfffffffe),
+      tid: integer("--tid", values.tid, 1, 0xfffffffe),
+      cgroup: values.cgroup,
+      paths: paths.length ? paths : undefined,
+      rmdir: values.rmdir ?? false,
+      rename: values.rename ?? false,
       uid: integer("--uid", values.uid, 0, 0xfffffffe),
       comm: name,
       failedOnly: values.failed ?? false,
@@ -154,6 +191,7 @@ export function parseTraceArgs(args: string[]): TraceArgs {
       ringBufferSize: ringSize(values["ringbuf-size"]),
     },
     json: values.json ?? false,
+    rawNames: values["raw-names"] ?? false,
     count: integer("--count", values.count, 1, Number.MAX_SAFE_INTEGER),
     durationMs,
     verbose: values.verbose ?? false,
@@ -174,7 +212,10 @@ export async function trace(args: TraceArgs): Promise<number> {
   // Loading parsed the kernel's BTF; hand that heap back (about 10 MiB).
   releaseFreedMemory();
   const color = !args.json && Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
-  const out = new EventWriter(args.json ? "json" : "text");
+  const out = new EventWriter(args.json ? "json" : "text", Deno.stdout, {
+    cgroupName: (id) => tracer.cgroupName(id),
+    rawNames: args.rawNames,
+  });
 
   const stop = () => tracer.stop();
   for (const signal of STOP_SIGNALS) Deno.addSignalListener(signal, stop);
@@ -186,7 +227,7 @@ export async function trace(args: TraceArgs): Promise<number> {
   // Readers wait for these lines before they act: they go out at once.
   const { method, skipped, probes } = tracer;
   status(attachText(method, skipped, probes));
-  if (args.json) out.line(envelope("attach", { method, skipped, probes }));
+  if (args.json) out.line(envelope("attach", { schema: 2, method, skipped, probes }));
   else out.line(color ? styleText("bold", TEXT_HEADER, { validateStream: false }) : TEXT_HEADER);
 
   let events = 0;
@@ -195,7 +236,7 @@ export async function trace(args: TraceArgs): Promise<number> {
     if (events >= limit) return;
     // A terminal gets colour through the string formatter; pipes and files
     // get bytes written straight from the ring.
-    if (color) out.line(formatText(unlinkEvent.decode(bytes, offset), red));
+    if (color) out.line(formatText(unlinkEvent.decode(bytes, offset), red, args.rawNames));
     else out.record(bytes, offset);
     if (++events === limit) stop();
   };

@@ -7,6 +7,7 @@
  */
 
 import { unlinkEvent } from "../mod.ts";
+import { UNLINK_F_PATH_UNRESOLVED } from "../lib/unlink/mod.ts";
 
 const CI = Deno.env.get("CI") === "true";
 const root = new URL("..", import.meta.url).pathname;
@@ -184,16 +185,22 @@ export interface RecordFields {
   flags?: number;
   comm?: Uint8Array;
   filename?: Uint8Array;
+  /** The path tail; without it the record says the path is unresolved. */
+  path?: Uint8Array;
+  argv?: Uint8Array;
+  op?: number;
 }
 
 /**
- * One `struct unlink_event` as bpf/unlink.bpf.c writes it, for pure tests of
- * decoding and formatting. As there, names are cut to leave room for a NUL:
- * comm to 15 bytes, filename to 255 (set `flags` to say it was cut).
+ * One `struct unlink_event` and its path as bpf/unlink.bpf.c writes them, for
+ * pure tests of decoding and formatting. As there, names are cut to leave
+ * room for a NUL: comm to 15 bytes, filename to 255 (set `flags` to say it
+ * was cut), argv to 256.
  */
 export function unlinkRecord(fields: RecordFields = {}): Uint8Array {
   const F = unlinkEvent.fields;
-  const bytes = new Uint8Array(unlinkEvent.size);
+  const path = fields.path ?? new Uint8Array(0);
+  const bytes = new Uint8Array(unlinkEvent.size + path.length);
   const v = new DataView(bytes.buffer);
   const ts = fields.ts ?? 1_234_567_890_123;
   v.setUint32(F.ts_ns[1], ts % 2 ** 32, true);
@@ -203,10 +210,23 @@ export function unlinkRecord(fields: RecordFields = {}): Uint8Array {
   v.setUint32(F.tid[1], (fields.pid ?? 4242) + 1, true);
   v.setUint32(F.uid[1], fields.uid ?? 0, true);
   v.setInt32(F.ret[1], fields.ret ?? 0, true);
-  v.setUint32(F.flags[1], fields.flags ?? 0, true);
+  const unresolved = fields.path ? 0 : UNLINK_F_PATH_UNRESOLVED;
+  v.setUint32(F.flags[1], (fields.flags ?? 0) | unresolved, true);
+  v.setUint16(F.op[1], fields.op ?? 0, true);
+  v.setInt32(F.dfd[1], -100, true);
+  v.setUint32(F.ppid[1], 1, true);
+  v.setUint32(F.auid[1], 0xffffffff, true);
+  v.setUint32(F.mntns[1], 4026531841, true);
+  v.setUint32(F.cgroup_id[1], 1, true);
   const text = new TextEncoder();
   bytes.set((fields.comm ?? text.encode("rm")).subarray(0, 15), F.comm[1]);
+  bytes.set(text.encode("bash"), F.pcomm[1]);
   bytes.set((fields.filename ?? text.encode("/tmp/x")).subarray(0, 255), F.filename[1]);
+  const argv = (fields.argv ?? text.encode("rm\0/tmp/x\0")).subarray(0, 256);
+  bytes.set(argv, F.argv[1]);
+  v.setUint16(F.argv_len[1], argv.length, true);
+  v.setUint16(F.path_len[1], path.length, true);
+  bytes.set(path, unlinkEvent.size);
   return bytes;
 }
 

@@ -17,20 +17,19 @@ import { escapeBytes, TRUNCATED_MARK } from "../lib/unlink/mod.ts";
 import { UNLINK_F_NAME_TRUNCATED } from "../lib/unlink/mod.ts";
 import { type RecordFields, unlinkRecord } from "./_helpers.ts";
 
+const encoder = new TextEncoder();
 const event: UnlinkEvent = {
+  ...unlinkEvent.decode(unlinkRecord()),
   ts_ns: 5_000_000_000,
   latency_ns: 12_345,
   tgid: 4242,
   tid: 4243,
   uid: 1000,
   ret: -2,
-  flags: 0,
-  _pad: 0,
   comm: "rm",
   filename: '/tmp/a "quoted"\nname',
 };
 
-const encoder = new TextEncoder();
 /** A path of exactly `n` bytes. */
 const pathOf = (n: number) => "/tmp/" + "f".repeat(n - 5);
 /** An event decoded from kernel-like bytes, as the tracer yields it. */
@@ -81,6 +80,23 @@ Deno.test("a JSON event line is exactly the documented envelope", () => {
     "ret",
     "error",
     "latency_ns",
+    "op",
+    "path",
+    "path_status",
+    "dfd",
+    "ino",
+    "dev",
+    "type",
+    "size",
+    "nlink_after",
+    "ppid",
+    "pcomm",
+    "auid",
+    "cgroup_id",
+    "cgroup",
+    "container",
+    "mntns",
+    "argv",
   ]);
   assert.equal(parsed.data.pid, 4242);
   assert.equal(parsed.data.tid, 4243);
@@ -93,8 +109,8 @@ Deno.test("a JSON event line is exactly the documented envelope", () => {
 Deno.test("attach, lost and summary lines follow the envelope", () => {
   const skipped = [{ method: "fentry" as const, reason: "load refused (EPERM)" }];
   assert.equal(
-    envelope("attach", { method: "tracepoint", skipped, probes: ["tracepoint/a"] }),
-    '{"type":"attach","data":{"method":"tracepoint","skipped":[{"method":"fentry","reason":"load refused (EPERM)"}],"probes":["tracepoint/a"]}}',
+    envelope("attach", { schema: 2, method: "tracepoint", skipped, probes: ["tracepoint/a"] }),
+    '{"type":"attach","data":{"schema":2,"method":"tracepoint","skipped":[{"method":"fentry","reason":"load refused (EPERM)"}],"probes":["tracepoint/a"]}}',
   );
   assert.equal(envelope("lost", { count: 3 }), '{"type":"lost","data":{"count":3}}');
   assert.equal(

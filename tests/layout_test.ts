@@ -14,7 +14,7 @@ import { layoutFromBtf, type RecordOf } from "../lib/layout.ts";
 import { describeObject } from "../lib/skeleton.ts";
 
 function unlinkRecord(): Uint8Array {
-  const bytes = new Uint8Array(312 + 16);
+  const bytes = new Uint8Array(640 + 16 + 4);
   const view = new DataView(bytes.buffer);
   const at = 16; // decode from an offset, as from a ring
   view.setUint32(at + 0, 0x89abcdef, true);
@@ -27,6 +27,21 @@ function unlinkRecord(): Uint8Array {
   view.setUint32(at + 32, 1, true); // flags
   bytes.set(new TextEncoder().encode("rm\0garbage"), at + 40);
   bytes.set(new TextEncoder().encode("/tmp/caf\u00e9"), at + 56);
+  view.setUint16(at + 36, 1, true); // op: rmdir
+  view.setUint16(at + 38, 0o40755, true); // mode
+  view.setUint32(at + 312, 77, true); // cgroup_id
+  view.setUint32(at + 320, 99, true); // ino
+  view.setInt32(at + 328, 4096, true); // size
+  view.setUint32(at + 336, (8 << 20) | 1, true); // dev 8:1
+  view.setUint32(at + 344, 1, true); // ppid
+  view.setUint32(at + 348, 1000, true); // auid
+  view.setUint32(at + 352, 4026531841, true); // mntns
+  view.setInt32(at + 356, -100, true); // dfd
+  bytes.set(new TextEncoder().encode("sh"), at + 360);
+  view.setUint16(at + 376, 3, true); // argv_len
+  view.setUint16(at + 378, 4, true); // path_len
+  bytes.set(new TextEncoder().encode("rm\0"), at + 384);
+  bytes.set(new TextEncoder().encode("/a/b"), at + 640);
   return bytes;
 }
 
@@ -39,9 +54,25 @@ Deno.test("unlinkEvent decodes every field of struct unlink_event", () => {
     uid: 1000,
     ret: -13,
     flags: 1,
-    _pad: 0,
+    op: 1,
+    mode: 0o40755,
     comm: "rm",
     filename: "/tmp/caf\u00e9",
+    cgroup_id: 77,
+    ino: 99,
+    size: 4096,
+    dev: (8 << 20) | 1,
+    nlink_after: 0,
+    ppid: 1,
+    auid: 1000,
+    mntns: 4026531841,
+    dfd: -100,
+    pcomm: "sh",
+    argv_len: 3,
+    path_len: 4,
+    _pad: 0,
+    argv: [0x72, 0x6d, 0, ...new Array(253).fill(0)],
+    path: "/a/b",
   });
 });
 
@@ -76,15 +107,16 @@ Deno.test("a layout that disagrees with the real object's BTF is caught, naming 
   using obj = BpfObject.openMem(UNLINK_BPF_O, "unlink");
   const btf = obj.btf.struct("unlink_event");
   const fields = { ...unlinkEvent.fields };
+  const tail = { tail: unlinkEvent.tail! };
   const cases: [string, ReturnType<typeof defineLayout>, RegExp][] = [
     [
       "shifted",
-      defineLayout("unlink_event", 312, { ...fields, uid: ["u32", 28], ret: ["i32", 24] }),
+      defineLayout("unlink_event", 640, { ...fields, uid: ["u32", 28], ret: ["i32", 24] }, tail),
       /field "uid" is at offset 24 in BTF, 28 declared/,
     ],
     [
       "resized",
-      defineLayout("unlink_event", 312, {
+      defineLayout("unlink_event", 640, {
         ...fields,
         ret: ["i64", 24],
         uid: ["u32", 20],
@@ -92,42 +124,47 @@ Deno.test("a layout that disagrees with the real object's BTF is caught, naming 
         tgid: ["u8", 8],
         latency_ns: ["u32", 0],
         ts_ns: ["u16", 4],
-      }),
+      }, tail),
       /field "ts_ns" is at offset 0 in BTF, 4 declared/,
     ],
     [
       "wrong type",
-      defineLayout("unlink_event", 312, { ...fields, comm: ["char[8]", 40] }),
+      defineLayout("unlink_event", 640, { ...fields, comm: ["char[8]", 40] }, tail),
       /field "comm" is 16 bytes in BTF, char\[8\] \(8 bytes\) declared/,
     ],
     [
       "unsigned for signed",
-      defineLayout("unlink_event", 312, { ...fields, ret: ["u32", 28] }),
+      defineLayout("unlink_event", 640, { ...fields, ret: ["u32", 28] }, tail),
       /field "ret" is i32 in BTF, u32 declared/,
     ],
     [
       "signed for unsigned, 64-bit",
-      defineLayout("unlink_event", 312, { ...fields, ts_ns: ["i64", 0] }),
+      defineLayout("unlink_event", 640, { ...fields, ts_ns: ["i64", 0] }, tail),
       /field "ts_ns" is u64 in BTF, i64 declared/,
     ],
     [
       "integer for a char array",
-      defineLayout("unlink_event", 312, { ...fields, comm: ["u64", 40] }),
+      defineLayout("unlink_event", 640, { ...fields, comm: ["u64", 40] }, tail),
       /field "comm" is 16 bytes in BTF, u64 \(8 bytes\) declared/,
     ],
     [
       "missing",
-      defineLayout("unlink_event", 312, (({ uid: _, ...rest }) => rest)(fields)),
+      defineLayout("unlink_event", 640, (({ uid: _, ...rest }) => rest)(fields), tail),
       /field "uid" \(offset 24\) is missing from the layout/,
     ],
     [
       "extra",
-      defineLayout("unlink_event", 320, { ...fields, extra: ["u64", 312] }),
-      /its size is 312 in BTF, 320 declared/,
+      defineLayout("unlink_event", 648, { ...fields, extra: ["u64", 640] }, tail),
+      /its size is 640 in BTF, 648 declared/,
     ],
     [
       "renamed",
-      defineLayout("unlink_event", 312, (({ tgid, ...rest }) => ({ ...rest, pid: tgid }))(fields)),
+      defineLayout(
+        "unlink_event",
+        640,
+        (({ tgid, ...rest }) => ({ ...rest, pid: tgid }))(fields),
+        tail,
+      ),
       /field "tgid" \(offset 16\) is missing/,
     ],
   ];
@@ -150,7 +187,16 @@ Deno.test("BpfObject sets const volatile globals by name before load, and refuse
   const rodata = obj.btf.datasec(".rodata")!;
   assert.deepEqual(
     rodata.filter((v) => v.name.startsWith("targ_")).map((v) => [v.name, v.size]),
-    [["targ_tgid", 4], ["targ_uid", 4], ["targ_comm", 16], ["targ_failed", 1]],
+    [
+      ["targ_tgid", 4],
+      ["targ_tid", 4],
+      ["targ_uid", 4],
+      ["targ_cgroup", 8],
+      ["targ_comm", 16],
+      ["targ_failed", 1],
+      ["targ_rmdir", 1],
+      ["targ_paths", 1],
+    ],
   );
   assert.throws(() => obj.setConst("nope", 1), /no global variable "nope"/);
   // Values are checked against the variable's C type.
@@ -167,16 +213,16 @@ Deno.test("BpfObject sets const volatile globals by name before load, and refuse
   assert.deepEqual(
     obj.programs.map((p) => p.section),
     [
-      "fentry/do_unlinkat",
-      "fexit/do_unlinkat",
-      "kprobe/do_unlinkat",
-      "kprobe/do_unlinkat",
-      "kretprobe/do_unlinkat",
-      "kretprobe/do_unlinkat",
-      "tracepoint/syscalls/sys_enter_unlink",
-      "tracepoint/syscalls/sys_exit_unlink",
-      "tracepoint/syscalls/sys_enter_unlinkat",
-      "tracepoint/syscalls/sys_exit_unlinkat",
+      ...["do_unlinkat", "do_rmdir", "do_renameat2"].flatMap((f) => [`fentry/${f}`, `fexit/${f}`]),
+      ...["unlink", "rmdir", "rename"].map((op) => `fentry/security_path_${op}`),
+      ...["do_unlinkat", "do_rmdir", "do_renameat2"].flatMap((
+        f,
+      ) => [`kprobe/${f}`, `kretprobe/${f}`]),
+      ...["unlink", "rmdir", "rename"].map((op) => `kprobe/security_path_${op}`),
+      ...["unlink", "unlinkat", "rmdir"].flatMap((s) => [
+        `tracepoint/syscalls/sys_enter_${s}`,
+        `tracepoint/syscalls/sys_exit_${s}`,
+      ]),
     ],
   );
   obj.close();
@@ -188,7 +234,7 @@ Deno.test("layoutFromBtf derives the hand-declared unlink layout from the object
   const derived = layoutFromBtf(obj.btf, "struct unlink_event");
   assert.equal(derived.size, unlinkEvent.size);
   assert.deepEqual(derived.fields, unlinkEvent.fields);
-  assert.equal(derived.tail, undefined);
+  assert.deepEqual(derived.tail, { length: "path_len", as: "path" });
   checkLayout(derived, obj.btf.struct("unlink_event"));
   // The file's BTF, read without libbpf, says the same.
   assert.deepEqual(layoutFromBtf(describeObject(UNLINK_BPF_O).btf, "unlink_event").fields, {
@@ -258,7 +304,8 @@ Deno.test("every field type round-trips through encode and decode", () => {
   assert.deepEqual(outer.decode(ring.subarray(8), 32), record);
   // The unlink record too, through its C layout.
   const event = unlinkEvent.decode(unlinkRecord(), 16);
-  assert.deepEqual(unlinkEvent.decode(unlinkEvent.encode(event)), event);
+  const encoded = unlinkEvent.encode(event);
+  assert.deepEqual(unlinkEvent.decode(encoded, 0, encoded.length), event);
 });
 
 Deno.test("encode refuses values that do not fit, naming the field", () => {

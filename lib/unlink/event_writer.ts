@@ -2,23 +2,40 @@
  * Writes unlink events as output bytes straight from the ring, with no string
  * or object per event: the hot path of `scripts/trace.ts`. Its output is byte
  * for byte what {@linkcode formatJson} and {@linkcode formatText} produce from
- * a decoded event (tests hold it to that). A record with any flag set (a cut
- * name) or anything but plain printable ASCII in a name falls back to exactly
- * that string path.
+ * a decoded event (tests hold it to that). A record with a cut name or
+ * command line, a path to fold, another operation than unlink in text, or
+ * anything but plain printable ASCII in a string falls back to exactly that
+ * string path.
  *
  * @module
  */
 
 import { monotonicToEpochMs } from "../clock.ts";
 import { errnoName } from "../errno.ts";
-import { formatJson, formatText } from "./format.ts";
-import { unlinkEvent } from "./tracer.ts";
+import { containerOf } from "./_cgroup.ts";
+import { devText, fileType, formatJson, formatText } from "./format.ts";
+import {
+  OPS,
+  UNLINK_F_ARGV_TRUNCATED,
+  UNLINK_F_INODE,
+  UNLINK_F_NAME_TRUNCATED,
+  UNLINK_F_PATH_JOINED,
+  UNLINK_F_PATH_PARTIAL,
+  UNLINK_F_PATH_TRUNCATED,
+  UNLINK_F_PATH_UNRESOLVED,
+  unlinkEvent,
+} from "./tracer.ts";
 
 const encoder = new TextEncoder();
 const bytesOf = (s: string) => encoder.encode(s);
 const F = unlinkEvent.fields;
 const [COMM, COMM_LEN] = [F.comm[1], 16];
 const [FILENAME, FILENAME_LEN] = [F.filename[1], 256];
+const [PCOMM, ARGV, PATH] = [F.pcomm[1], F.argv[1], unlinkEvent.size];
+/** Records with these flags take the string path. */
+const SLOW = UNLINK_F_NAME_TRUNCATED | UNLINK_F_ARGV_TRUNCATED;
+const CUT = UNLINK_F_PATH_TRUNCATED | UNLINK_F_PATH_PARTIAL;
+const AT_FDCWD = -100;
 
 const JSON_OPEN = bytesOf('{"type":"event","data":{"time":"');
 const JSON_PID = bytesOf('","pid":');
@@ -29,8 +46,29 @@ const JSON_FILENAME = bytesOf('","filename":"');
 const JSON_RET = bytesOf('","ret":');
 const JSON_ERROR = bytesOf(',"error":');
 const JSON_LATENCY = bytesOf(',"latency_ns":');
-const JSON_CLOSE = bytesOf("}}\n");
+const JSON_CLOSE = bytesOf("]}}\n");
 const NULL = bytesOf("null");
+const JSON_OPS = OPS.map((op) => bytesOf(`,"op":"${op}"`));
+const JSON_PATH = bytesOf(',"path":"');
+const JSON_NO_PATH = bytesOf(',"path":null');
+const JSON_STATUS = Object.fromEntries(
+  ["ok", "truncated", "partial", "unresolved"].map((s) => [s, bytesOf(`,"path_status":"${s}"`)]),
+);
+const JSON_DFD = bytesOf(',"dfd":');
+const JSON_CWD = bytesOf('"AT_FDCWD"');
+const JSON_INO = bytesOf(',"ino":');
+const JSON_DEV = bytesOf(',"dev":"');
+const JSON_TYPE = bytesOf('","type":');
+const JSON_SIZE = bytesOf(',"size":');
+const JSON_NLINK = bytesOf(',"nlink_after":');
+const JSON_NO_INODE = bytesOf(',"ino":null,"dev":null,"type":null,"size":null,"nlink_after":null');
+const JSON_PPID = bytesOf(',"ppid":');
+const JSON_PCOMM = bytesOf(',"pcomm":"');
+const JSON_AUID = bytesOf('","auid":');
+const JSON_CGROUP_ID = bytesOf(',"cgroup_id":');
+const JSON_MNTNS = bytesOf(',"mntns":');
+const JSON_ARGV = bytesOf(',"argv":[');
+const JSON_TYPES = new Map<number, Uint8Array>();
 
 /** Where an {@linkcode EventWriter} writes: `Deno.stdout`, a file, ... */
 export interface Writer {
@@ -43,6 +81,14 @@ const FLUSH_AT = 64 * 1024;
 
 /** Output format of an {@linkcode EventWriter}. */
 export type EventFormat = "json" | "text";
+
+/** Options for an {@linkcode EventWriter}. */
+export interface EventWriterOptions {
+  /** Names a cgroup id ({@linkcode UnlinkTracer.cgroupName}); without it `cgroup` is null. */
+  cgroupName?: (id: number) => string | null;
+  /** Text: the FILENAME column shows the name as passed, not the absolute path. */
+  rawNames?: boolean;
+}
 
 /**
  * Buffers event lines as bytes and writes them out in one call per batch.
@@ -77,20 +123,26 @@ export class EventWriter {
   #errors = new Map<number, Uint8Array>();
   #source: ArrayBufferLike | undefined;
   #sourceView!: DataView;
+  #cgroupName: (id: number) => string | null;
+  #rawNames: boolean;
+  /** `,"cgroup":...,"container":...` by cgroup id, for ids that have a name. */
+  #cgroups = new Map<number, Uint8Array>();
 
   /**
    * A writer of JSON lines or (uncoloured) text lines to `out`. It buffers up
    * to 64 KiB; call {@linkcode flush} after each batch.
    */
-  constructor(format: EventFormat, out: Writer = Deno.stdout) {
+  constructor(format: EventFormat, out: Writer = Deno.stdout, options: EventWriterOptions = {}) {
     this.#format = format;
     this.#out = out;
+    this.#cgroupName = options.cgroupName ?? (() => null);
+    this.#rawNames = options.rawNames ?? false;
   }
 
   /** Appends the event whose `struct unlink_event` starts at `offset`. */
   record(bytes: Uint8Array, offset: number): void {
     if (this.#pos >= FLUSH_AT) this.flush();
-    this.#reserve(1024);
+    this.#reserve(16 * 1024);
     if (this.#format === "json") this.#json(bytes, offset);
     else this.#text(bytes, offset);
   }
@@ -174,7 +226,8 @@ export class EventWriter {
     const start = this.#pos;
     const v = this.#viewOf(bytes);
     const at = bytes.byteOffset + offset;
-    if (v.getUint32(at + F.flags[1], true) !== 0) return this.#slow(start, bytes, offset);
+    const flags = v.getUint32(at + F.flags[1], true);
+    if (flags & SLOW) return this.#slow(start, bytes, offset);
     const ret = v.getInt32(at + F.ret[1], true);
     this.#put(JSON_OPEN);
     this.#isoTime(u64(v, at + F.ts_ns[1]));
@@ -196,14 +249,137 @@ export class EventWriter {
     this.#put(ret < 0 ? this.#errorName(-ret, true) : NULL);
     this.#put(JSON_LATENCY);
     this.#int(u64(v, at + F.latency_ns[1]));
+    const op = JSON_OPS[v.getUint16(at + F.op[1], true)];
+    if (!op) return this.#slow(start, bytes, offset);
+    this.#put(op);
+    if (flags & UNLINK_F_PATH_UNRESOLVED) {
+      this.#put(JSON_NO_PATH);
+      this.#put(JSON_STATUS.unresolved);
+    } else {
+      this.#put(JSON_PATH);
+      if (!this.#path(bytes, offset, v.getUint16(at + F.path_len[1], true), flags, true)) {
+        return this.#slow(start, bytes, offset);
+      }
+      this.#buf[this.#pos++] = 0x22;
+      this.#put(
+        JSON_STATUS[
+          flags & UNLINK_F_PATH_TRUNCATED
+            ? "truncated"
+            : flags & UNLINK_F_PATH_PARTIAL
+            ? "partial"
+            : "ok"
+        ],
+      );
+    }
+    this.#put(JSON_DFD);
+    const dfd = v.getInt32(at + F.dfd[1], true);
+    if (dfd === AT_FDCWD) this.#put(JSON_CWD);
+    else this.#int(dfd);
+    if (flags & UNLINK_F_INODE) {
+      this.#put(JSON_INO);
+      this.#int(u64(v, at + F.ino[1]));
+      this.#put(JSON_DEV);
+      this.#ascii(devText(v.getUint32(at + F.dev[1], true)));
+      this.#put(JSON_TYPE);
+      this.#put(jsonType(v.getUint16(at + F.mode[1], true)));
+      this.#put(JSON_SIZE);
+      this.#int(u64(v, at + F.size[1]));
+      this.#put(JSON_NLINK);
+      this.#int(v.getUint32(at + F.nlink_after[1], true));
+    } else {
+      this.#put(JSON_NO_INODE);
+    }
+    this.#put(JSON_PPID);
+    this.#int(v.getUint32(at + F.ppid[1], true));
+    this.#put(JSON_PCOMM);
+    if (!this.#plain(bytes, offset + PCOMM, COMM_LEN, true)) {
+      return this.#slow(start, bytes, offset);
+    }
+    this.#put(JSON_AUID);
+    this.#int(v.getUint32(at + F.auid[1], true));
+    this.#put(JSON_CGROUP_ID);
+    const cgroupId = u64(v, at + F.cgroup_id[1]);
+    this.#int(cgroupId);
+    this.#put(this.#cgroup(cgroupId));
+    this.#put(JSON_MNTNS);
+    this.#int(v.getUint32(at + F.mntns[1], true));
+    this.#put(JSON_ARGV);
+    if (!this.#argv(bytes, offset + ARGV, v.getUint16(at + F.argv_len[1], true))) {
+      return this.#slow(start, bytes, offset);
+    }
     this.#put(JSON_CLOSE);
+  }
+
+  /**
+   * Copies the record's path if it is plain printable ASCII (for JSON, no
+   * `"` or `\`) and needs no folding; returns false, writing nothing, if not.
+   */
+  #path(bytes: Uint8Array, offset: number, len: number, flags: number, json: boolean): boolean {
+    const at = offset + PATH;
+    if (flags & UNLINK_F_PATH_JOINED && !(flags & CUT)) {
+      // A joined path with "/." or "//" is folded by the string path.
+      for (let i = at, end = at + len - 1; i < end; i++) {
+        if (bytes[i] === 0x2f && (bytes[i + 1] === 0x2e || bytes[i + 1] === 0x2f)) return false;
+      }
+    }
+    if (flags & CUT && !json) this.#put(ELLIPSIS);
+    return this.#plain(bytes, at, len, json);
+  }
+
+  /** The argv array's elements and its closing bracket are written by the caller's close. */
+  #argv(bytes: Uint8Array, at: number, len: number): boolean {
+    if (len === 0) return true;
+    const end = bytes[at + len - 1] === 0 ? at + len - 1 : at + len;
+    const buf = this.#buf;
+    const start = this.#pos;
+    let pos = start;
+    buf[pos++] = 0x22;
+    for (let i = at; i < end; i++) {
+      const b = bytes[i];
+      if (b === 0) {
+        buf[pos++] = 0x22;
+        buf[pos++] = 0x2c;
+        buf[pos++] = 0x22;
+        continue;
+      }
+      if (b < 0x20 || b > 0x7e || b === 0x22 || b === 0x5c) {
+        this.#pos = start;
+        return false;
+      }
+      buf[pos++] = b;
+    }
+    buf[pos++] = 0x22;
+    this.#pos = pos;
+    return true;
+  }
+
+  /** `,"cgroup":...,"container":...` for a cgroup id. */
+  #cgroup(id: number): Uint8Array {
+    let b = this.#cgroups.get(id);
+    if (b) return b;
+    const name = this.#cgroupName(id);
+    b = bytesOf(
+      `,"cgroup":${JSON.stringify(name)},"container":${
+        JSON.stringify(name === null ? null : containerOf(name))
+      }`,
+    );
+    // A name not known yet may be known later; a known one stays.
+    if (name !== null) this.#cgroups.set(id, b);
+    return b;
+  }
+
+  #ascii(s: string) {
+    for (let i = 0; i < s.length; i++) this.#buf[this.#pos++] = s.charCodeAt(i);
   }
 
   #text(bytes: Uint8Array, offset: number) {
     const start = this.#pos;
     const v = this.#viewOf(bytes);
     const at = bytes.byteOffset + offset;
-    if (v.getUint32(at + F.flags[1], true) !== 0) return this.#slow(start, bytes, offset);
+    const flags = v.getUint32(at + F.flags[1], true);
+    if (flags & UNLINK_F_NAME_TRUNCATED || v.getUint16(at + F.op[1], true) !== 0) {
+      return this.#slow(start, bytes, offset);
+    }
     const ret = v.getInt32(at + F.ret[1], true);
     this.#clock(u64(v, at + F.ts_ns[1]));
     this.#padStart(String(v.getUint32(at + F.tgid[1], true)), 8);
@@ -220,9 +396,10 @@ export class EventWriter {
     this.#padTo(retAt + 12);
     this.#padStart((u64(v, at + F.latency_ns[1]) / 1000).toFixed(1), 10);
     this.#space();
-    if (!this.#plain(bytes, offset + FILENAME, FILENAME_LEN, false)) {
-      return this.#slow(start, bytes, offset);
-    }
+    const named = this.#rawNames || flags & UNLINK_F_PATH_UNRESOLVED
+      ? this.#plain(bytes, offset + FILENAME, FILENAME_LEN, false)
+      : this.#path(bytes, offset, v.getUint16(at + F.path_len[1], true), flags, false);
+    if (!named) return this.#slow(start, bytes, offset);
     this.#buf[this.#pos++] = 0x0a;
   }
 
@@ -230,7 +407,8 @@ export class EventWriter {
   #slow(start: number, bytes: Uint8Array, offset: number) {
     this.#pos = start;
     const e = unlinkEvent.decode(bytes, offset);
-    this.line(this.#format === "json" ? formatJson(e) : formatText(e));
+    e.cgroup = this.#cgroupName(e.cgroup_id);
+    this.line(this.#format === "json" ? formatJson(e) : formatText(e, undefined, this.#rawNames));
   }
 
   #space() {
@@ -290,4 +468,17 @@ export class EventWriter {
 
 function u64(v: DataView, at: number): number {
   return v.getUint32(at, true) + v.getUint32(at + 4, true) * 0x1_0000_0000;
+}
+
+const ELLIPSIS = bytesOf("…");
+
+/** `"file"`, or `null`, as JSON bytes, for an i_mode. */
+function jsonType(mode: number): Uint8Array {
+  const key = mode & 0o170000;
+  let b = JSON_TYPES.get(key);
+  if (!b) {
+    b = bytesOf(JSON.stringify(fileType(mode)));
+    JSON_TYPES.set(key, b);
+  }
+  return b;
 }

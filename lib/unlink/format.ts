@@ -23,7 +23,23 @@
 
 import { monotonicToEpochMs } from "../clock.ts";
 import { errnoName } from "../errno.ts";
-import { type SkippedMethod, UNLINK_F_NAME_TRUNCATED, type UnlinkEvent } from "./tracer.ts";
+import { containerOf } from "./_cgroup.ts";
+import { normalizePath } from "./_path.ts";
+import {
+  type Op,
+  OPS,
+  type SkippedMethod,
+  UNLINK_F_ARGV_TRUNCATED,
+  UNLINK_F_INODE,
+  UNLINK_F_NAME_TRUNCATED,
+  UNLINK_F_PATH_JOINED,
+  UNLINK_F_PATH_PARTIAL,
+  UNLINK_F_PATH_TRUNCATED,
+  UNLINK_F_PATH_UNRESOLVED,
+  type UnlinkEvent,
+} from "./tracer.ts";
+
+const AT_FDCWD = -100;
 
 /** The errno name of a negative return value, or `null` for success. */
 export function errorOf(ret: number): string | null {
@@ -65,6 +81,7 @@ export function filenameTruncated(e: UnlinkEvent): boolean {
 
 // ignoreBOM: a name may start with U+FEFF, and it must not vanish.
 const utf8 = new TextDecoder("utf-8", { ignoreBOM: true });
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** The length of the valid UTF-8 sequence at `b[i]`, or 0 if none starts there. */
 function sequenceLength(b: Uint8Array, i: number): number {
@@ -108,10 +125,92 @@ export function escapeBytes(bytes: Uint8Array): string {
   return out + escapeControl(utf8.decode(bytes.subarray(run)));
 }
 
-/** The FILENAME column: escaped, and marked if cut. */
+/** The name as passed, escaped, and marked if cut. */
 function filenameText(e: UnlinkEvent): string {
   const name = e.filename_bytes ? escapeBytes(e.filename_bytes) : escapeControl(e.filename);
   return filenameTruncated(e) ? name + TRUNCATED_MARK : name;
+}
+
+/** How far `path` can be trusted: see the README's schema table. */
+export type PathStatus = "ok" | "truncated" | "partial" | "lexical" | "unresolved";
+
+/** Whether a path has a `..` component, so that folding it lexically can be wrong. */
+function hasDotDot(path: string): boolean {
+  return /(^|\/)\.\.(\/|$)/.test(path);
+}
+
+/** The status of an event's path. */
+export function pathStatus(e: UnlinkEvent): PathStatus {
+  if (e.flags & UNLINK_F_PATH_UNRESOLVED) return "unresolved";
+  if (e.flags & UNLINK_F_PATH_TRUNCATED) return "truncated";
+  if (e.flags & UNLINK_F_PATH_PARTIAL) return "partial";
+  return e.flags & UNLINK_F_PATH_JOINED && hasDotDot(e.filename) ? "lexical" : "ok";
+}
+
+/**
+ * The event's absolute path: folded lexically where it was joined from the
+ * name as passed, as the kernel walked it where the file was looked up, and
+ * `null` where it could not be resolved. A cut path is its kept end.
+ */
+export function pathOf(e: UnlinkEvent): string | null {
+  if (e.flags & UNLINK_F_PATH_UNRESOLVED) return null;
+  const whole = !(e.flags & (UNLINK_F_PATH_TRUNCATED | UNLINK_F_PATH_PARTIAL));
+  return whole && e.flags & UNLINK_F_PATH_JOINED ? normalizePath(e.path) : e.path;
+}
+
+const TYPES: Record<number, FileType> = {
+  0o100000: "file",
+  0o040000: "dir",
+  0o120000: "symlink",
+  0o140000: "socket",
+  0o010000: "fifo",
+  0o020000: "char",
+  0o060000: "block",
+};
+
+/** A file's type, as the event reports it. */
+export type FileType = "file" | "dir" | "symlink" | "socket" | "fifo" | "char" | "block";
+
+/** The type of an `i_mode`, or `null` for none. */
+export function fileType(mode: number): FileType | null {
+  return TYPES[mode & 0o170000] ?? null;
+}
+
+/** The kernel's dev_t (`major << 20 | minor`) as `stat` prints it: `"major:minor"`. */
+export function devText(dev: number): string {
+  return `${dev >>> 20}:${dev & 0xfffff}`;
+}
+
+/**
+ * The command line: `argv_len` bytes of NUL-separated arguments. A cut
+ * command line ends with the cut argument. Invalid UTF-8 decodes as U+FFFD.
+ */
+export function argvOf(e: UnlinkEvent): string[] {
+  const bytes = Uint8Array.from(e.argv.slice(0, e.argv_len));
+  if (bytes.length === 0) return [];
+  const end = bytes[bytes.length - 1] === 0 ? bytes.length - 1 : bytes.length;
+  return utf8.decode(bytes.subarray(0, end)).split("\0");
+}
+
+/** The command line's exact bytes, when they are not valid UTF-8. */
+function argvBytes(e: UnlinkEvent): Uint8Array | undefined {
+  const bytes = Uint8Array.from(e.argv.slice(0, e.argv_len));
+  try {
+    strictUtf8.decode(bytes);
+    return undefined;
+  } catch {
+    return bytes;
+  }
+}
+
+/** The FILENAME column: the path (or the name as passed), escaped, and marked if cut. */
+function nameText(e: UnlinkEvent, rawNames: boolean): string {
+  const path = rawNames ? null : pathOf(e);
+  const op = e.op === 0 ? "" : `[${OPS[e.op] ?? e.op}] `;
+  if (path === null) return op + filenameText(e);
+  const text = e.path_bytes ? escapeBytes(e.path_bytes) : escapeControl(path);
+  const cut = e.flags & (UNLINK_F_PATH_TRUNCATED | UNLINK_F_PATH_PARTIAL);
+  return op + (cut ? `…${text}` : text);
 }
 
 function pad2(n: number): string {
@@ -130,15 +229,21 @@ export function clockText(tsNs: number): string {
 /**
  * One aligned text line (no newline). `paintFailure`, if given, styles the
  * RET column of a failed unlink (scripts/trace.ts colours it red on a TTY).
+ * The FILENAME column shows the absolute path, or with `rawNames` the name as
+ * the caller passed it; a path whose beginning was lost starts with `…`.
  */
-export function formatText(e: UnlinkEvent, paintFailure?: (ret: string) => string): string {
+export function formatText(
+  e: UnlinkEvent,
+  paintFailure?: (ret: string) => string,
+  rawNames = false,
+): string {
   const ret = retText(e.ret).padEnd(12);
   return `${clockText(e.ts_ns)} ${String(e.tgid).padStart(7)} ${escapeControl(e.comm).padEnd(16)} ${
     paintFailure && e.ret < 0 ? paintFailure(ret) : ret
-  } ${(e.latency_ns / 1000).toFixed(1).padStart(9)} ${filenameText(e)}`;
+  } ${(e.latency_ns / 1000).toFixed(1).padStart(9)} ${nameText(e, rawNames)}`;
 }
 
-/** The `data` of a JSON `event` line. */
+/** The `data` of a JSON `event` line. See the README's schema table. */
 export interface EventJson {
   /** ISO-8601 wall-clock time at return. */
   time: string;
@@ -150,7 +255,7 @@ export interface EventJson {
   uid: number;
   /** The task's command name (at most 15 bytes). */
   comm: string;
-  /** The name, cut to 255 bytes; U+FFFD in place of invalid UTF-8. */
+  /** The name as passed, cut to 255 bytes; U+FFFD in place of invalid UTF-8. */
   filename: string;
   /** Present, and true, only when the name was longer than the 255 bytes kept. */
   filename_truncated?: true;
@@ -160,12 +265,55 @@ export interface EventJson {
   ret: number;
   /** The errno name for a failure, else null. */
   error: string | null;
-  /** How long do_unlinkat took, in ns. */
+  /** How long the call took, in ns. */
   latency_ns: number;
+  /** What deleted the name. */
+  op: Op;
+  /** The absolute path, or null when {@linkcode path_status} is `unresolved`. */
+  path: string | null;
+  /** Present only when the path is not valid UTF-8: its exact bytes, base64-encoded. */
+  path_b64?: string;
+  /** How far `path` can be trusted. */
+  path_status: PathStatus;
+  /** The directory fd passed, or `"AT_FDCWD"`. */
+  dfd: number | "AT_FDCWD";
+  /** The inode number; null where the file was not looked up. */
+  ino: number | null;
+  /** The file system's device, `"major:minor"`; null where the file was not looked up. */
+  dev: string | null;
+  /** The file's type; null where the file was not looked up. */
+  type: FileType | null;
+  /** The file's size in bytes before the call; null where the file was not looked up. */
+  size: number | null;
+  /** Links left after the call (0: the last name is gone); null where not looked up. */
+  nlink_after: number | null;
+  /** The parent's process id. */
+  ppid: number;
+  /** The parent's command name. */
+  pcomm: string;
+  /** The login uid (4294967295 when unset), as auditd reports it. */
+  auid: number;
+  /** The cgroup v2 id. */
+  cgroup_id: number;
+  /** The cgroup v2 path, when it could be resolved. */
+  cgroup: string | null;
+  /** The container id, when the cgroup path is a known runtime's. */
+  container: string | null;
+  /** The mount namespace's inode number. */
+  mntns: number;
+  /** The command line, its first 256 bytes. */
+  argv: string[];
+  /** Present, and true, only when the command line was longer than the 256 bytes kept. */
+  argv_truncated?: true;
+  /** Present only when the command line is not valid UTF-8: its bytes, NUL-separated, base64. */
+  argv_b64?: string;
 }
 
 /** The `data` of a JSON `event` line. */
 export function eventData(e: UnlinkEvent): EventJson {
+  const inode = (e.flags & UNLINK_F_INODE) !== 0;
+  const argvRaw = argvBytes(e);
+  const cgroup = e.cgroup ?? null;
   return {
     time: new Date(monotonicToEpochMs(e.ts_ns)).toISOString(),
     pid: e.tgid,
@@ -178,28 +326,38 @@ export function eventData(e: UnlinkEvent): EventJson {
     ret: e.ret,
     error: errorOf(e.ret),
     latency_ns: e.latency_ns,
+    op: OPS[e.op] ?? "unlink",
+    path: pathOf(e),
+    ...(e.path_bytes ? { path_b64: e.path_bytes.toBase64() } : {}),
+    path_status: pathStatus(e),
+    dfd: e.dfd === AT_FDCWD ? "AT_FDCWD" : e.dfd,
+    ino: inode ? e.ino : null,
+    dev: inode ? devText(e.dev) : null,
+    type: inode ? fileType(e.mode) : null,
+    size: inode ? e.size : null,
+    nlink_after: inode ? e.nlink_after : null,
+    ppid: e.ppid,
+    pcomm: e.pcomm,
+    auid: e.auid,
+    cgroup_id: e.cgroup_id,
+    cgroup,
+    container: cgroup === null ? null : containerOf(cgroup),
+    mntns: e.mntns,
+    argv: argvOf(e),
+    ...(e.flags & UNLINK_F_ARGV_TRUNCATED ? { argv_truncated: true } : {}),
+    ...(argvRaw ? { argv_b64: argvRaw.toBase64() } : {}),
   };
 }
 
 /** One JSON `event` line (no newline). */
 export function formatJson(e: UnlinkEvent): string {
-  // Same output as JSON.stringify({type, data: eventData(e)}), without the
-  // intermediate object: this runs once per event.
-  return `{"type":"event","data":{"time":"${
-    new Date(monotonicToEpochMs(e.ts_ns)).toISOString()
-  }","pid":${e.tgid},"tid":${e.tid},"uid":${e.uid},"comm":${JSON.stringify(e.comm)},"filename":${
-    JSON.stringify(e.filename)
-  }${filenameTruncated(e) ? ',"filename_truncated":true' : ""}${
-    e.filename_bytes ? `,"filename_b64":"${e.filename_bytes.toBase64()}"` : ""
-  },"ret":${e.ret},"error":${
-    e.ret < 0 ? `"${errnoName(-e.ret)}"` : "null"
-  },"latency_ns":${e.latency_ns}}}`;
+  return JSON.stringify({ type: "event", data: eventData(e) });
 }
 
 /** The `attach` line (no newline): the method in use, and the better ones that failed. */
 export function envelope(
   type: "attach",
-  data: { method: string; skipped: SkippedMethod[]; probes: string[] },
+  data: { schema: 2; method: string; skipped: SkippedMethod[]; probes: string[] },
 ): string;
 /** A `lost` line: this many more events were lost since the last one. */
 export function envelope(type: "lost", data: { count: number }): string;

@@ -30,3 +30,10 @@ export * from "./format.ts";
 export * from "./event_writer.ts";
 export * from "./probe.ts";
 export * from "./doctor.ts";
+export {
+  cgroupIdOf,
+  CgroupNames,
+  type CgroupNamesOptions,
+  containerOf,
+  type NameCacheOptions,
+} from "./_cgroup.ts";

@@ -27,6 +27,7 @@
 import {
   UNLINK_BPF_O,
   UNLINK_EVENT_FIELDS,
+  type UNLINK_EVENT_TAIL,
   unlinkEvent as generatedLayout,
 } from "../../bpf/unlink_bpf.ts";
 import { bpf } from "../_ffi.ts";
@@ -37,7 +38,9 @@ import {
   PermissionError,
   VerifierError,
 } from "../errors.ts";
-import { checkLayout, type Decoded, fieldSize, type Layout } from "../layout.ts";
+import { checkLayout, decodeCString, type Decoded, fieldSize, type Layout } from "../layout.ts";
+import { normalizePath } from "./_path.ts";
+import { cgroupIdOf, CgroupNames } from "./_cgroup.ts";
 import { BpfObject, type Link } from "../object.ts";
 import type { BpfMap } from "../map.ts";
 import { checkRingSize, type RecordHandler, RingBuffer } from "../ring_buffer.ts";
@@ -50,6 +53,23 @@ import { ensureTracefs, findTracefs, TRACEFS } from "../tracefs.ts";
  * first 255 bytes.
  */
 export const UNLINK_F_NAME_TRUNCATED = 1;
+/** `argv` holds the first 256 bytes of a longer command line. */
+export const UNLINK_F_ARGV_TRUNCATED = 1 << 1;
+/** The path was longer than the 4095 bytes kept: `path` holds its end. */
+export const UNLINK_F_PATH_TRUNCATED = 1 << 2;
+/** The walk met its 64-step limit or a mount it could not cross: `path` is a suffix. */
+export const UNLINK_F_PATH_PARTIAL = 1 << 3;
+/** No path: `dfd` is not an open directory, or a kernel read failed. */
+export const UNLINK_F_PATH_UNRESOLVED = 1 << 4;
+/** The path was joined from the name as passed: `.` and `..` remain to fold. */
+export const UNLINK_F_PATH_JOINED = 1 << 5;
+/** `ino`, `dev`, `mode`, `size` and `nlink_after` describe the file. */
+export const UNLINK_F_INODE = 1 << 6;
+
+/** The operations, by `UnlinkEvent.op` (`UNLINK_OP_*` in bpf/unlink.h). */
+export const OPS = ["unlink", "rmdir", "rename_replace"] as const;
+/** An operation that deletes a name. */
+export type Op = typeof OPS[number];
 
 /** The record as bpf/unlink.h declares it, through the generated module. */
 const layout = generatedLayout;
@@ -58,16 +78,23 @@ const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 
 const FILENAME_AT = UNLINK_EVENT_FIELDS.filename[1];
 const FILENAME_SIZE = fieldSize(UNLINK_EVENT_FIELDS.filename[0]);
+const PATH_AT = layout.size;
+const PATH_LEN_AT = UNLINK_EVENT_FIELDS.path_len[1];
+const FLAGS_AT = UNLINK_EVENT_FIELDS.flags[1];
 
 /**
- * The bytes of the NUL-terminated name at `start`, if they are not valid
- * UTF-8. A plain byte loop, as this runs for every record: asking the decoded
- * string instead (`includes("\ufffd")`) costs twice as much.
+ * The bytes of the name at `start` (NUL-terminated, or `size` long), if they
+ * are not valid UTF-8. A plain byte loop, as this runs for every record:
+ * asking the decoded string instead (`includes("\ufffd")`) costs twice as much.
  */
-function invalidName(bytes: Uint8Array, start: number): Uint8Array | undefined {
+export function invalidUtf8(
+  bytes: Uint8Array,
+  start: number,
+  size: number,
+): Uint8Array | undefined {
   let end = start;
   let ascii = true;
-  for (const limit = start + FILENAME_SIZE; end < limit; end++) {
+  for (const limit = start + size; end < limit; end++) {
     const b = bytes[end];
     if (b === 0) break;
     if (b > 0x7f) ascii = false;
@@ -88,14 +115,21 @@ function invalidName(bytes: Uint8Array, start: number): Uint8Array | undefined {
  * {@linkcode UnlinkEvent}).
  */
 export const unlinkEvent: {
-  /** Decodes one record that starts at `offset` in `bytes`. */
-  decode(bytes: Uint8Array, offset?: number): UnlinkEvent;
-} & Layout<typeof UNLINK_EVENT_FIELDS> = {
+  /**
+   * Decodes one record that starts at `offset` in `bytes`; `length` is the
+   * record's length as the ring reports it (default: all of its path).
+   */
+  decode(bytes: Uint8Array, offset?: number, length?: number): UnlinkEvent;
+} & Layout<typeof UNLINK_EVENT_FIELDS, typeof UNLINK_EVENT_TAIL> = {
   ...layout,
-  decode(bytes: Uint8Array, offset = 0): UnlinkEvent {
-    const e: UnlinkEvent = layout.decode(bytes, offset);
-    const raw = invalidName(bytes, offset + FILENAME_AT);
+  decode(bytes: Uint8Array, offset = 0, length?: number): UnlinkEvent {
+    const view = new DataView(bytes.buffer, bytes.byteOffset + offset);
+    const full = PATH_AT + view.getUint16(PATH_LEN_AT, true);
+    const e: UnlinkEvent = layout.decode(bytes, offset, length ?? full);
+    const raw = invalidUtf8(bytes, offset + FILENAME_AT, FILENAME_SIZE);
     if (raw) e.filename_bytes = raw;
+    const rawPath = invalidUtf8(bytes, offset + PATH_AT, e.path_len);
+    if (rawPath) e.path_bytes = rawPath;
     return e;
   },
 };
@@ -111,8 +145,14 @@ export const unlinkEvent: {
  * valid name). `_pad` is always 0.
  */
 export type UnlinkEvent = Decoded<typeof UNLINK_EVENT_FIELDS> & {
+  /** The absolute path, as the kernel resolved it (see `flags`). */
+  path: string;
   /** The exact name bytes, present only when they are not valid UTF-8. */
   filename_bytes?: Uint8Array;
+  /** The exact path bytes, present only when they are not valid UTF-8. */
+  path_bytes?: Uint8Array;
+  /** The cgroup v2 path of `cgroup_id`, when the tracer could resolve it. */
+  cgroup?: string | null;
 };
 
 /** How the tracer hooks `do_unlinkat`, best first. */
@@ -120,14 +160,9 @@ export const ATTACH_METHODS = ["fentry", "kprobe", "tracepoint"] as const;
 /** An attach method. */
 export type AttachMethod = typeof ATTACH_METHODS[number];
 
-/** Entry programs first: they are attached first and detached first. */
-const FENTRY = ["fentry_unlink", "fexit_unlink"];
-/** Only the kprobes read registers: one pair per architecture, in one object. */
-const KPROBES: Record<string, string[]> = {
-  x86_64: ["kprobe_unlink", "kretprobe_unlink"],
-  aarch64: ["kprobe_unlink_arm64", "kretprobe_unlink_arm64"],
-};
-/** The syscalls whose tracepoints reach do_unlinkat; arm64 has no unlink(2). */
+/** The architectures whose kprobe registers bpf/unlink.bpf.c reads. */
+const ARCHES = ["x86_64", "aarch64"];
+/** The syscalls whose tracepoints see deletions; arm64 has neither unlink(2) nor rmdir(2). */
 const SYSCALLS = ["unlinkat", "unlink"];
 
 /** The default ring buffer size: 2 MiB, about 6,700 events. */
@@ -136,6 +171,8 @@ export const DEFAULT_RING_SIZE = 2 * 1024 * 1024;
 const WAKEUP_MS = 20;
 const BPF_MAP_TYPE_RINGBUF = 27;
 const ENOENT = 2;
+const EOPNOTSUPP = 95;
+const ONE = new Uint8Array([1]);
 
 /** Options for {@linkcode UnlinkTracer.open}. Filters run in the kernel. */
 export interface UnlinkTracerOptions {
@@ -145,6 +182,24 @@ export interface UnlinkTracerOptions {
   uid?: number;
   /** Only tasks whose comm is exactly this (at most 15 bytes). */
   comm?: string;
+  /** Only this thread. */
+  tid?: number;
+  /**
+   * Only tasks in this cgroup v2 (exactly, not its descendants): a directory
+   * of the cgroup2 mount, or a cgroup path as events report it (`/x.scope`).
+   */
+  cgroup?: string;
+  /**
+   * Only files at or under these absolute paths (at most 8, each at most 255
+   * bytes): `/tmp/a` matches `/tmp/a` and `/tmp/a/x`, not `/tmp/ab`. Checked
+   * in the kernel; a name with `.` or `..` components is checked again in user
+   * space once folded, and a path whose beginning was lost passes.
+   */
+  paths?: string[];
+  /** Also report directories removed: rmdir(2), unlinkat(AT_REMOVEDIR). */
+  rmdir?: boolean;
+  /** Also report renames that replace an existing file (fentry and kprobe only). */
+  rename?: boolean;
   /** Only unlinks that failed. */
   failedOnly?: boolean;
   /** `"auto"` (default) tries fentry, kprobe, tracepoint in turn. */
@@ -180,13 +235,20 @@ function reasonOf(error: BpfError): string {
 function validate(options: UnlinkTracerOptions): number {
   const size = options.ringBufferSize ?? DEFAULT_RING_SIZE;
   checkRingSize(size);
-  for (const key of ["pid", "uid"] as const) {
+  for (const key of ["pid", "uid", "tid"] as const) {
     const v = options[key];
     if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 0xfffffffe)) {
       throw new RangeError(`${key} must be an integer from 0 to 4294967294, got ${v}`);
     }
   }
-  if (options.pid === 0) throw new RangeError("pid must be a positive integer, got 0");
+  for (const key of ["pid", "tid"] as const) {
+    if (options[key] === 0) throw new RangeError(`${key} must be a positive integer, got 0`);
+  }
+  const paths = options.paths ?? [];
+  if (paths.length > MAX_PREFIXES) {
+    throw new RangeError(`at most ${MAX_PREFIXES} paths can be watched, got ${paths.length}`);
+  }
+  for (const path of paths) prefixKey(path);
   if (options.comm !== undefined) {
     const n = new TextEncoder().encode(options.comm).length;
     if (n === 0 || n > 15) {
@@ -197,12 +259,17 @@ function validate(options: UnlinkTracerOptions): number {
   if (mode !== "auto" && !ATTACH_METHODS.includes(mode)) {
     throw new TypeError(`Unknown mode "${mode}": use auto, ${ATTACH_METHODS.join(", ")}`);
   }
+  if (options.rename && mode === "tracepoint") {
+    throw new TypeError(
+      "Renames that replace a file are seen only by fentry and kprobe: drop rename or the tracepoint mode",
+    );
+  }
   return size;
 }
 
 /** Throws a clear error if this kernel or process cannot run the tracer at all. */
 function preflight(): void {
-  if (!KPROBES[Deno.build.arch]) {
+  if (!ARCHES.includes(Deno.build.arch)) {
     throw new NotSupportedError(
       `this architecture (${Deno.build.arch})`,
       "x86_64 or aarch64 (arm64)",
@@ -250,14 +317,18 @@ export class UnlinkTracer implements Disposable, AsyncIterable<UnlinkEvent> {
   readonly #method: AttachMethod;
   readonly #skipped: SkippedMethod[];
   readonly #probes: string[];
+  readonly #paths: readonly string[];
+  #cgroups: CgroupNames | null | undefined;
 
   private constructor(
     obj: BpfObject,
     links: Link[],
     method: AttachMethod,
     skipped: SkippedMethod[],
+    paths: readonly string[],
   ) {
     this.#obj = obj;
+    this.#paths = paths;
     this.#links = links;
     this.#method = method;
     this.#skipped = skipped;
@@ -294,7 +365,9 @@ export class UnlinkTracer implements Disposable, AsyncIterable<UnlinkEvent> {
         continue;
       }
       try {
-        return new UnlinkTracer(attached.obj, attached.links, method, skipped);
+        return new UnlinkTracer(attached.obj, attached.links, method, skipped, [
+          ...options.paths ?? [],
+        ]);
       } catch (error) {
         for (const link of attached.links.reverse()) link.close();
         attached.obj.close();
@@ -349,16 +422,58 @@ export class UnlinkTracer implements Disposable, AsyncIterable<UnlinkEvent> {
   }
 
   /** Yields events until {@linkcode stop} or close. */
-  [Symbol.asyncIterator](): AsyncIterator<UnlinkEvent> {
-    return this.#ring.records(unlinkEvent);
+  async *[Symbol.asyncIterator](): AsyncIterator<UnlinkEvent> {
+    for await (const e of this.#ring.records(unlinkEvent) as AsyncIterable<UnlinkEvent>) {
+      if (this.#paths.length && !this.#pathWanted(e.flags, e.path)) continue;
+      e.cgroup = this.cgroupName(e.cgroup_id);
+      yield e;
+    }
+  }
+
+  /**
+   * The cgroup v2 path of a `cgroup_id`, relative to the cgroup2 root
+   * (`/system.slice/ssh.service`), or `null` if it is gone or there is no
+   * cgroup2 mount. Cached.
+   */
+  cgroupName(id: number): string | null {
+    if (this.#cgroups === undefined) {
+      try {
+        this.#cgroups = CgroupNames.open();
+      } catch {
+        this.#cgroups = null; // no cgroup2 mount: every name is null
+      }
+    }
+    return this.#cgroups?.name(BigInt(id)) ?? null;
   }
 
   /**
    * Low level, for consumers that format bytes directly: hands every record
-   * in the ring to `fn` (decode with {@linkcode unlinkEvent}). Returns the count.
+   * in the ring to `fn` (decode with {@linkcode unlinkEvent}). Returns the
+   * count handed over.
    */
   drain(fn: RecordHandler): number {
-    return this.#ring.drain(fn);
+    if (!this.#paths.length) return this.#ring.drain(fn);
+    let n = 0;
+    this.#ring.drain((bytes, offset, length) => {
+      const flags = bytes[offset + FLAGS_AT];
+      if (flags & UNLINK_F_PATH_JOINED) {
+        const len = bytes[offset + PATH_LEN_AT] | bytes[offset + PATH_LEN_AT + 1] << 8;
+        const path = decodeCString(bytes, offset + PATH_AT, len);
+        if (!this.#pathWanted(flags, path)) return;
+      }
+      n++;
+      fn(bytes, offset, length);
+    });
+    return n;
+  }
+
+  /**
+   * The user-space half of the `paths` filter: a name with `.`, `..` or `//`
+   * components passed the kernel's check unchecked; fold it and check it here.
+   */
+  #pathWanted(flags: number, path: string): boolean {
+    if (!(flags & UNLINK_F_PATH_JOINED) || !/\/\.|\/\//.test(path)) return true;
+    return underAny(normalizePath(path), this.#paths);
   }
 
   /** Low level: waits for records; `false` once stopped. See {@linkcode RingBuffer.wait}. */
@@ -380,6 +495,7 @@ export class UnlinkTracer implements Disposable, AsyncIterable<UnlinkEvent> {
     this.stop();
     this.#ring.close();
     this.#obj.close();
+    this.#cgroups?.close();
   }
 
   /** Calls {@linkcode close}, for `using` declarations. */
@@ -414,21 +530,75 @@ function loadAndAttach(
 }
 
 /**
- * The programs of `method`, entry programs first: they are attached first
- * and detached first. For tracepoints, only those of the syscalls this
- * kernel has (arm64 has no unlink(2)).
+ * The programs of `method` for the operations `options` asks for: entry
+ * programs first, then the hooks that see the looked-up file, then the
+ * returns, so that they are attached in that order and detached in it too.
+ * For tracepoints, only those of the syscalls this kernel has (arm64 has no
+ * unlink(2) or rmdir(2)).
  */
 function programsFor(method: AttachMethod, options: UnlinkTracerOptions): string[] {
-  if (method === "fentry") return FENTRY;
-  if (method === "kprobe") return KPROBES[Deno.build.arch];
+  const ops = [
+    "unlink",
+    ...(options.rmdir ? ["rmdir"] : []),
+    ...(options.rename ? ["rename"] : []),
+  ];
+  const each = (prefix: string) => ops.map((op) => `${prefix}_${op}`);
+  if (method === "fentry") return [...each("fentry"), ...each("fentry_lookup"), ...each("fexit")];
+  if (method === "kprobe") {
+    return [...each("kprobe"), ...each("kprobe_lookup"), ...each("kretprobe")];
+  }
+  if (options.rename) {
+    throw new BpfError(
+      "attach tracepoints: syscall tracepoints cannot see what a rename replaced",
+      EOPNOTSUPP,
+      {
+        hint: "renames that replace a file need fentry or kprobe",
+      },
+    );
+  }
   const events = `${tracefsFor(options)}/events/syscalls`;
-  const syscalls = SYSCALLS.filter((s) => pathExists(`${events}/sys_enter_${s}`));
-  if (syscalls.length === 0) {
+  const syscalls = [...SYSCALLS, ...(options.rmdir ? ["rmdir"] : [])]
+    .filter((s) => pathExists(`${events}/sys_enter_${s}`));
+  if (!syscalls.includes("unlinkat")) {
     throw new BpfError(`attach tracepoints: ${events}/sys_enter_unlinkat is missing`, ENOENT, {
       hint: "the kernel needs CONFIG_FTRACE_SYSCALLS",
     });
   }
   return [...syscalls.map((s) => `tp_enter_${s}`), ...syscalls.map((s) => `tp_exit_${s}`)];
+}
+
+/** The most --path prefixes, and the bytes of path they can match (bpf/unlink.bpf.c). */
+export const MAX_PREFIXES = 8;
+const PREFIX_LEN = 256;
+
+/** A prefix as the kernel matches it: absolute, ending in one "/". */
+function prefixOf(path: string): string {
+  if (!path.startsWith("/")) {
+    throw new TypeError(`paths must be absolute, got "${path}"`);
+  }
+  const prefix = path.replace(/\/+$/, "") + "/";
+  if (new TextEncoder().encode(prefix).length > PREFIX_LEN) {
+    throw new RangeError(`paths must be at most ${PREFIX_LEN - 1} bytes, got "${path}"`);
+  }
+  return prefix;
+}
+
+/** The BPF_LPM_TRIE key of a prefix: its length in bits, then its bytes. */
+function prefixKey(path: string): Uint8Array<ArrayBuffer> {
+  const bytes = new TextEncoder().encode(prefixOf(path));
+  const key = new Uint8Array(4 + PREFIX_LEN);
+  new DataView(key.buffer).setUint32(0, bytes.length * 8, true);
+  key.set(bytes, 4);
+  return key;
+}
+
+/**
+ * Whether the absolute path `path` is at or under one of `paths`, as the
+ * kernel checks it: component-wise, so `/tmp/a` matches `/tmp/a/x`, not `/tmp/ab`.
+ */
+export function underAny(path: string, paths: readonly string[]): boolean {
+  const withSlash = path.endsWith("/") ? path : path + "/";
+  return paths.some((p) => withSlash.startsWith(prefixOf(p)));
 }
 
 const NO_TRACEFS = "find a mounted tracefs";
@@ -454,13 +624,21 @@ function openObject(
     if (options.pid !== undefined) obj.setConst("targ_tgid", options.pid);
     if (options.uid !== undefined) obj.setConst("targ_uid", options.uid);
     if (options.comm !== undefined) obj.setConst("targ_comm", options.comm);
+    if (options.tid !== undefined) obj.setConst("targ_tid", options.tid);
+    if (options.cgroup !== undefined) obj.setConst("targ_cgroup", cgroupIdOf(options.cgroup));
     if (options.failedOnly) obj.setConst("targ_failed", true);
+    if (options.rmdir) obj.setConst("targ_rmdir", true);
+    if (options.paths?.length) obj.setConst("targ_paths", true);
+    if (Deno.build.arch === "aarch64") obj.setConst("kprobe_arm64", true);
+    // Only fentry and kprobe see the looked-up file, and need room for its path.
+    if (programs[0].startsWith("tp_")) obj.map("paths").maxEntries = 1;
     obj.setConst("wakeup_bytes", wakeupBytes(ringSize));
     obj.setConst("wakeup_ns", WAKEUP_MS * 1_000_000);
     obj.map("events").maxEntries = ringSize;
     const wanted = new Set(programs);
     for (const prog of obj.programs) prog.autoload = wanted.has(prog.name);
     obj.load();
+    for (const path of options.paths ?? []) obj.map("prefixes").update(prefixKey(path), ONE);
     return obj;
   } catch (error) {
     obj.close();
