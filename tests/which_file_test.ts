@@ -626,7 +626,6 @@ kernelTest(
     await t.step(
       "every event names the child, its parent, argv, mount namespace and cgroup",
       () => {
-        const parentComm = Deno.readTextFileSync(`/proc/${Deno.pid}/comm`).trim();
         assert.notEqual(traced.who.ns, mntns("self"), "the child has its own mount namespace");
         assert.ok(traced.who.argv.argv_truncated, "the child's command line is over 256 bytes");
         assert.deepEqual(traced.who.argv.argv.slice(0, 4), [
@@ -643,7 +642,6 @@ kernelTest(
               pid: e.pid,
               tid: e.tid,
               ppid: e.ppid,
-              pcomm: e.pcomm,
               mntns: e.mntns,
               auid: e.auid,
               cgroup: e.cgroup,
@@ -655,7 +653,6 @@ kernelTest(
               pid,
               tid: pid,
               ppid: Deno.pid,
-              pcomm: parentComm,
               mntns: traced.who.ns,
               auid: traced.who.auid,
               cgroup: traced.who.cgroup,
@@ -702,7 +699,6 @@ kernelTest(
         pid: a.pid,
         tid: a.pid,
         ppid: Deno.pid,
-        pcomm: Deno.readTextFileSync(`/proc/${Deno.pid}/comm`).trim(),
         auid: loginuid(a.pid),
         cgroup_id: scope.inode,
         cgroup: scope.path,
@@ -729,13 +725,12 @@ kernelTest(
     await t.step("its cgroup, container, parent, login uid, argv and mount namespace", () => {
       assert.equal(expected.argv.at(-1), `unlink:${dir}/bad\ufffdarg`, "the raw argv");
       for (const e of traced.events) {
-        const { pid, tid, ppid, pcomm, auid, cgroup_id, cgroup, container, mntns, argv } = e;
+        const { pid, tid, ppid, auid, cgroup_id, cgroup, container, mntns, argv } = e;
         assert.deepEqual(
           {
             pid,
             tid,
             ppid,
-            pcomm,
             auid,
             cgroup_id,
             cgroup,
@@ -747,6 +742,15 @@ kernelTest(
           expected,
         );
       }
+    });
+    await t.step("its parent's comm is the parent process's, as /proc/PPID/comm says", () => {
+      // KNOWN MISMATCH (reported to the lead): bpf/unlink.bpf.c reads
+      // real_parent->comm, and real_parent is the thread that forked. Deno
+      // spawns from a runtime thread, so pcomm says "tokio-runtime-w" while
+      // ppid (real_parent->tgid) names the process "deno". The parent
+      // process's name is real_parent->group_leader->comm.
+      const comm = Deno.readTextFileSync(`/proc/${Deno.pid}/comm`).trim();
+      assert.deepEqual(traced.events.map((e) => e.pcomm), traced.events.map(() => comm));
     });
     await t.step("the login uid is the one the shell set, where the kernel allows it", () => {
       if (expected.auid !== UNSET_AUID) assert.equal(expected.auid, 4242);
@@ -807,6 +811,12 @@ kernelTest(
       assertResults(results, { [`${dir}/in/missing`]: 2, [`${dir}/in/notempty`]: 39 });
     });
     await t.step("only names under a prefix, by that thread, are reported, in order", () => {
+      // KNOWN MISMATCH (reported to the lead), on the tracepoint method and
+      // for names fentry/kprobe could not look up: absolute names outside
+      // every prefix (inx, out/h, out/d3) are reported. needs_fold() in
+      // bpf/unlink.bpf.c starts with prev = '/', so a leading "/" counts as
+      // "//" and every absolute name skips the kernel's prefix check, and
+      // UnlinkTracer re-checks only paths that contain "/." or "//".
       assert.deepEqual(events.map((e) => [e.op, e.filename, e.path, e.error]), [
         ["unlink", "f", `${dir}/in/f`, null],
         ["unlink", `${dir}/in/sub/g`, `${dir}/in/sub/g`, null],
