@@ -3,14 +3,16 @@
  * can trace exactly what it did. Usage:
  *
  *   deno run -A tests/_unlinker.ts unlink:PATH unlinkat:PATH rmdir:PATH touch:PATH ...
- *     unlinkatdir:DIR:NAME chdir:PATH chroot:PATH mkdir:PATH rmdir2:PATH rename:OLD:NEW
+ *     unlinkatdir:DIR:NAME unlinkatfd:FD:NAME chdir:PATH chroot:PATH mkdir:PATH rmdir2:PATH
+ *     rename:OLD:NEW
  *
  * It names itself `dbpf_unlinker`, prints `ready`, waits for a line on stdin,
  * performs each operation with the raw libc call (unlink(2), unlinkat(2),
  * unlinkat(2) with AT_REMOVEDIR, or for `touch` creat(2), which makes an
  * empty file), and prints one JSON array of results. `rmdir2` calls libc's
  * rmdir() (rmdir(2) on x86_64), `rename` calls rename(2) (OLD holds no
- * colon). `unlinkatdir` opens DIR and calls unlinkat(2) with that fd; `chdir` and `chroot` move the
+ * colon). `unlinkatdir` opens DIR and calls unlinkat(2) with that fd;
+ * `unlinkatfd` calls it with the number FD, open or not; `chdir` and `chroot` move the
  * process, and `mkdir` makes a directory (for tests of how paths resolve). An op ending in
  * `hex` takes the path as hex bytes (`unlinkhex:2f746d702fff`), so it can
  * name a file whose name is not UTF-8, which a command-line argument cannot.
@@ -58,6 +60,14 @@ function run(op: string, name: Uint8Array): number {
   if (op === "mkdir") return mkdir(name, 0o755);
   if (op === "chdir") return chdir(name);
   if (op === "chroot") return chroot(name);
+  if (op === "unlinkatfd") {
+    const text = new TextDecoder().decode(name.subarray(0, -1));
+    return unlinkat(
+      Number(text.slice(0, text.indexOf(":"))),
+      cstr(text.slice(text.indexOf(":") + 1)),
+      0,
+    );
+  }
   if (op === "unlinkatdir") {
     const text = new TextDecoder().decode(name.subarray(0, -1));
     const fd = open(cstr(text.slice(0, text.indexOf(":"))), 0, 0);

@@ -347,6 +347,7 @@ kernelTest(
       "unlink:link2/../h",
       "unlink:missing",
       "unlinkat:missing2",
+      "unlinkatfd:999:nofd",
       "unlink:sized",
       "unlink:hard1",
       "unlink:sym",
@@ -414,7 +415,7 @@ kernelTest(
     const longPath = `${dir}${`/${long}`.repeat(25)}/lf`;
 
     await t.step("the child's ops did what the test expects", () => {
-      assertResults(results, { missing: 2, missing2: 2, [utf8.decode(bad)]: 2 });
+      assertResults(results, { missing: 2, missing2: 2, "999:nofd": 9, [utf8.decode(bad)]: 2 });
     });
 
     const cases: PathCase[] = [
@@ -576,6 +577,15 @@ kernelTest(
         assertFacts(e, method, c.facts, c.nlinkAfter);
       });
     }
+
+    await t.step("a relative name under an fd that is not open gives no path, unresolved", () => {
+      const e = one(traced, "nofd");
+      assert.deepEqual(
+        [e.path, e.path_status, e.dfd, e.error, "path_b64" in e],
+        [null, "unresolved", 999, "EBADF", false],
+      );
+      assertFacts(e, method, null);
+    });
 
     await t.step("a file held open keeps its data: fstat after the unlink agrees", () => {
       const after = held.statSync();
@@ -896,6 +906,53 @@ kernelTest(
       ]);
       assertFacts(traced!.events[0], method, replaced, 0);
     });
+  },
+);
+
+kernelTest(
+  "trace.ts text mode shows the absolute path escaped, and --raw-names the name as passed",
+  async () => {
+    const dir = realScratch(["f", "sub/"]);
+    const control = "new\nline\x1b[31m";
+    Deno.writeTextFileSync(`${dir}/${control}`, "");
+    const bad = new Uint8Array([0x62, 0x61, 0x64, 0xff]);
+    const args = ["--rmdir", "-n", "dbpf_unlinker"];
+    let text = "", raw = "";
+    try {
+      const child = await spawnUnlinker(
+        [
+          ...["unlink:f", `unlinkat:${control}`, `touchhex:${hex(bad)}`, `unlinkhex:${hex(bad)}`],
+          "rmdir:sub",
+        ],
+        { cwd: dir },
+      );
+      // Both tracers watch the same child, one attached inside the other's run.
+      const p = ["-p", String(child.pid)];
+      const outer = await traceWhile([...args, ...p], async () => {
+        const inner = await traceWhile([...args, ...p, "--raw-names"], async () => {
+          assertResults(await child.go());
+        });
+        assert.equal(inner.code, 0, inner.stderr);
+        raw = inner.stdout;
+      });
+      assert.equal(outer.code, 0, outer.stderr);
+      text = outer.stdout;
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+    const names = (stdout: string) =>
+      stdout.trimEnd().split("\n").slice(1).map((row) => {
+        const columns = /^\d\d:\d\d:\d\d\.\d{3} .{7} .{16} .{12} .{9} (.*)$/su.exec(row);
+        assert.ok(columns, row);
+        return columns[1];
+      });
+    assert.deepEqual(names(text), [
+      `${dir}/f`,
+      `${dir}/new\\x0aline\\x1b[31m`,
+      `${dir}/bad\\xff`,
+      `[rmdir] ${dir}/sub`,
+    ]);
+    assert.deepEqual(names(raw), ["f", "new\\x0aline\\x1b[31m", "bad\\xff", "[rmdir] sub"]);
   },
 );
 
