@@ -40,6 +40,7 @@ interface Event {
   tid: number;
   comm: string;
   filename: string;
+  filename_truncated?: true;
   ret: number;
   error: string | null;
   op: "unlink" | "rmdir" | "rename_replace";
@@ -317,6 +318,10 @@ kernelTest(
     Deno.writeTextFileSync(control, "");
     const bad = new Uint8Array([...encoder.encode(`${dir}/bad`), 0xff, 0xfe, 0x2e, 0x74]);
     const long = "n".repeat(200);
+    // A name longer than the 255 bytes of it a record keeps.
+    const longName = `${dir}/${"c".repeat(150)}/${"e".repeat(140)}.txt`;
+    Deno.mkdirSync(`${dir}/${"c".repeat(150)}`);
+    Deno.writeTextFileSync(longName, "");
     const m = `${dir}/mnt`;
     const facts = Object.fromEntries(
       [
@@ -353,6 +358,7 @@ kernelTest(
       "unlink:sym",
       "unlink:fifo",
       "unlink:held",
+      `unlink:${longName}`,
       // Not traced without --rmdir and --rename.
       "rmdir:rd",
       `rename:${dir}/r1:${dir}/r2`,
@@ -609,6 +615,21 @@ kernelTest(
       assert.ok(e.path !== null && longPath.endsWith(e.path), `${e.path?.slice(0, 80)}…`);
       const bytes = encoder.encode(e.path).length;
       assert.ok(bytes <= KEEP && bytes > KEEP - 2 * (long.length + 1), `${bytes} bytes kept`);
+    });
+
+    await t.step("a name longer than 255 bytes gives its whole path, or its end", () => {
+      const e = one(traced, longName.slice(0, 255));
+      assert.equal(e.filename_truncated, true);
+      if (fk) {
+        assert.deepEqual([e.path, e.path_status], [longName, "ok"], "the path is the dentry's");
+        return;
+      }
+      // KNOWN MISMATCH (reported to the lead), tracepoint method: the path is
+      // joined from the 255 bytes of name kept, so it is the path's
+      // BEGINNING, while "truncated" promises its end; text mode then shows
+      // it as "…/tmp/…/eee" as if the beginning were lost.
+      assert.equal(e.path_status, "truncated");
+      assert.ok(longName.endsWith(e.path!), `kept: …${e.path?.slice(-30)}`);
     });
 
     await t.step("a path that is not UTF-8 gives path_b64 with its exact bytes", () => {
