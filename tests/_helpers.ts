@@ -7,7 +7,7 @@
  */
 
 import { unlinkEvent } from "../mod.ts";
-import { UNLINK_F_PATH_UNRESOLVED } from "../lib/unlink/mod.ts";
+import { cgroupIdOf, UNLINK_F_PATH_UNRESOLVED } from "../lib/unlink/mod.ts";
 
 const CI = Deno.env.get("CI") === "true";
 const root = new URL("..", import.meta.url).pathname;
@@ -265,4 +265,36 @@ export function compileFixture(name: string): Promise<Uint8Array> {
     compiled.set(name, bytes);
   }
   return bytes;
+}
+
+/** Where a process runs, as the event's attribution fields report it, read from /proc. */
+export interface Whereabouts {
+  /** Its comm (its main thread's name). */
+  comm: string;
+  /** Its login uid (4294967295: unset). */
+  auid: number;
+  /** Its cgroup v2 path and id. */
+  cgroup: string;
+  cgroupId: number;
+  /** Its mount namespace's inode number. */
+  mntns: number;
+}
+
+/** The attribution fields an event of process `pid` must carry. */
+export function whereIs(pid: number): Whereabouts {
+  const read = (name: string) => Deno.readTextFileSync(`/proc/${pid}/${name}`).trim();
+  const cgroup = read("cgroup").split("\n").find((l) => l.startsWith("0::"))!.slice(3);
+  return {
+    comm: read("comm"),
+    auid: Number(read("loginuid")),
+    cgroup,
+    cgroupId: Number(cgroupIdOf(cgroup)),
+    mntns: Number(/\[(\d+)\]/.exec(Deno.readLinkSync(`/proc/${pid}/ns/mnt`))![1]),
+  };
+}
+
+/** A file's device as events report it (`"major:minor"`), from its stat. */
+export function devOf(st: Deno.FileInfo): string {
+  const dev = st.dev;
+  return `${(dev >>> 8) & 0xfff}:${(dev & 0xff) | ((dev >>> 12) & 0xfff00)}`;
 }

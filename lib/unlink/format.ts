@@ -32,6 +32,7 @@ import {
   UNLINK_F_ARGV_TRUNCATED,
   UNLINK_F_INODE,
   UNLINK_F_NAME_TRUNCATED,
+  UNLINK_F_PATH_HEAD,
   UNLINK_F_PATH_JOINED,
   UNLINK_F_PATH_PARTIAL,
   UNLINK_F_PATH_TRUNCATED,
@@ -209,6 +210,7 @@ function nameText(e: UnlinkEvent, rawNames: boolean): string {
   const op = e.op === 0 ? "" : `[${OPS[e.op] ?? e.op}] `;
   if (path === null) return op + filenameText(e);
   const text = e.path_bytes ? escapeBytes(e.path_bytes) : escapeControl(path);
+  if (e.flags & UNLINK_F_PATH_HEAD) return op + text + TRUNCATED_MARK;
   const cut = e.flags & (UNLINK_F_PATH_TRUNCATED | UNLINK_F_PATH_PARTIAL);
   return op + (cut ? `…${text}` : text);
 }

@@ -65,6 +65,11 @@ export const UNLINK_F_PATH_UNRESOLVED = 1 << 4;
 export const UNLINK_F_PATH_JOINED = 1 << 5;
 /** `ino`, `dev`, `mode`, `size` and `nlink_after` describe the file. */
 export const UNLINK_F_INODE = 1 << 6;
+/**
+ * With {@linkcode UNLINK_F_PATH_TRUNCATED}: `path` holds its beginning, not
+ * its end (a name over 255 bytes that fentry or kprobe did not find).
+ */
+export const UNLINK_F_PATH_HEAD = 1 << 7;
 
 /** The operations, by `UnlinkEvent.op` (`UNLINK_OP_*` in bpf/unlink.h). */
 export const OPS = ["unlink", "rmdir", "rename_replace"] as const;
