@@ -78,7 +78,7 @@ export type Op = typeof OPS[number];
 
 /** The record as bpf/unlink.h declares it, through the generated module. */
 const layout = generatedLayout;
-export { UNLINK_EVENT_FIELDS };
+export { UNLINK_EVENT_FIELDS, UNLINK_EVENT_TAIL };
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 
 const FILENAME_AT = UNLINK_EVENT_FIELDS.filename[1];
