@@ -27,7 +27,7 @@
 import {
   UNLINK_BPF_O,
   UNLINK_EVENT_FIELDS,
-  type UNLINK_EVENT_TAIL,
+  UNLINK_EVENT_TAIL,
   unlinkEvent as generatedLayout,
 } from "../../bpf/unlink_bpf.ts";
 import { bpf } from "../_ffi.ts";
