@@ -6,6 +6,7 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 import { unlinkEvent } from "../mod.ts";
 import { cgroupIdOf, UNLINK_F_PATH_UNRESOLVED } from "../lib/unlink/mod.ts";
 
@@ -297,4 +298,44 @@ export function whereIs(pid: number): Whereabouts {
 export function devOf(st: Deno.FileInfo): string {
   const dev = st.dev;
   return `${(dev >>> 8) & 0xfff}:${(dev & 0xff) | ((dev >>> 12) & 0xfff00)}`;
+}
+
+/** What a finished subprocess printed, and how it ended. */
+export interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `deno ...args` to completion with its output piped (and NO_COLOR). */
+export async function runDeno(args: string[], env: Record<string, string> = {}): Promise<Run> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args,
+    env: { NO_COLOR: "1", ...env },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder();
+  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+}
+
+/**
+ * Runs TypeScript `source` as a script of its own in a fresh Deno with -A
+ * (plus `flags`, such as `--v8-flags=--expose-gc`), with `args`; fails the
+ * test if it fails, and returns its stdout parsed as JSON.
+ */
+export async function runSnippet(
+  source: string,
+  flags: string[] = [],
+  args: string[] = [],
+): Promise<unknown> {
+  const file = Deno.makeTempFileSync({ suffix: ".ts" });
+  Deno.writeTextFileSync(file, source);
+  try {
+    const out = await runDeno(["run", "-A", "--no-check", ...flags, file, ...args]);
+    assert.equal(out.code, 0, out.stderr);
+    return JSON.parse(out.stdout);
+  } finally {
+    Deno.removeSync(file);
+  }
 }
