@@ -274,8 +274,8 @@ export interface Whereabouts {
   comm: string;
   /** Its login uid (4294967295: unset). */
   auid: number;
-  /** Its cgroup v2 path and id. */
-  cgroup: string;
+  /** Its cgroup v2 path (null with no cgroup2 mount) and id (1, the root's, then). */
+  cgroup: string | null;
   cgroupId: number;
   /** Its mount namespace's inode number. */
   mntns: number;
@@ -284,12 +284,13 @@ export interface Whereabouts {
 /** The attribution fields an event of process `pid` must carry. */
 export function whereIs(pid: number): Whereabouts {
   const read = (name: string) => Deno.readTextFileSync(`/proc/${pid}/${name}`).trim();
-  const cgroup = read("cgroup").split("\n").find((l) => l.startsWith("0::"))!.slice(3);
+  const v2 = read("cgroup").split("\n").find((l) => l.startsWith("0::"))?.slice(3);
+  const mounted = v2 !== undefined && read("mountinfo").includes(" - cgroup2 ");
   return {
     comm: read("comm"),
     auid: Number(read("loginuid")),
-    cgroup,
-    cgroupId: Number(cgroupIdOf(cgroup)),
+    cgroup: mounted ? v2 : null,
+    cgroupId: mounted ? Number(cgroupIdOf(v2)) : 1,
     mntns: Number(/\[(\d+)\]/.exec(Deno.readLinkSync(`/proc/${pid}/ns/mnt`))![1]),
   };
 }

@@ -86,6 +86,7 @@ const FILENAME_SIZE = fieldSize(UNLINK_EVENT_FIELDS.filename[0]);
 const PATH_AT = layout.size;
 const PATH_LEN_AT = UNLINK_EVENT_FIELDS.path_len[1];
 const FLAGS_AT = UNLINK_EVENT_FIELDS.flags[1];
+const NON_ASCII = /[^\x00-\x7f]/;
 
 /**
  * The bytes of the name at `start` (NUL-terminated, or `size` long), if they
@@ -128,13 +129,17 @@ export const unlinkEvent: {
 } & Layout<typeof UNLINK_EVENT_FIELDS, typeof UNLINK_EVENT_TAIL> = {
   ...layout,
   decode(bytes: Uint8Array, offset = 0, length?: number): UnlinkEvent {
-    const view = new DataView(bytes.buffer, bytes.byteOffset + offset);
-    const full = PATH_AT + view.getUint16(PATH_LEN_AT, true);
-    const e: UnlinkEvent = layout.decode(bytes, offset, length ?? full);
-    const raw = invalidUtf8(bytes, offset + FILENAME_AT, FILENAME_SIZE);
-    if (raw) e.filename_bytes = raw;
-    const rawPath = invalidUtf8(bytes, offset + PATH_AT, e.path_len);
-    if (rawPath) e.path_bytes = rawPath;
+    const pathLen = bytes[offset + PATH_LEN_AT] | bytes[offset + PATH_LEN_AT + 1] << 8;
+    const e: UnlinkEvent = layout.decode(bytes, offset, length ?? PATH_AT + pathLen);
+    // Only a name with a byte over 0x7f can be invalid: look at its bytes then.
+    if (NON_ASCII.test(e.filename)) {
+      const raw = invalidUtf8(bytes, offset + FILENAME_AT, FILENAME_SIZE);
+      if (raw) e.filename_bytes = raw;
+    }
+    if (NON_ASCII.test(e.path)) {
+      const raw = invalidUtf8(bytes, offset + PATH_AT, e.path_len);
+      if (raw) e.path_bytes = raw;
+    }
     return e;
   },
 };
