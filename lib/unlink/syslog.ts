@@ -297,7 +297,7 @@ export class SyslogSender {
   async close(timeoutMs = 2000): Promise<void> {
     if (this.#closing) return;
     const deadline = Date.now() + timeoutMs;
-    while (this.#queue.length > 0 && this.#conn && Date.now() < deadline) await sleep(10);
+    while (this.#queue.length > 0 && !this.#down && Date.now() < deadline) await sleep(10);
     this.#closing = true;
     this.#drop(this.#queue.length);
     this.#queue = [];
@@ -425,8 +425,13 @@ export class SyslogSender {
           continue;
         }
         try {
-          this.#conn = await Deno.connect({ hostname: t.hostname, port: t.port });
-          this.#watch(this.#conn);
+          const conn = await Deno.connect({ hostname: t.hostname, port: t.port });
+          if (this.#closing) {
+            conn.close();
+            break;
+          }
+          this.#conn = conn;
+          this.#watch(conn);
           this.#up();
         } catch (error) {
           this.#failed(error instanceof Error ? error.name : String(error));
