@@ -199,7 +199,8 @@ export class SyslogSender {
   readonly #onState: (line: string) => void;
   #dgram: DatagramSocket | undefined;
   #conn: Deno.TcpConn | undefined;
-  #queue: Uint8Array[] = [];
+  /** TCP frames waiting, each marked if it is an event (only events are counted). */
+  #queue: { frame: Uint8Array; event: boolean }[] = [];
   #pumping: Promise<void> | undefined;
   #wake: (() => void) | undefined;
   #backoff: number;
@@ -245,12 +246,12 @@ export class SyslogSender {
     return sender;
   }
 
-  /** Messages handed to the relay's socket. */
+  /** Events handed to the relay's socket (the `attach` and `lost` records are not counted). */
   get sent(): number {
     return this.#sent;
   }
 
-  /** Messages not sent: queue full, relay unreachable, write failed, or unsent at close. */
+  /** Events not sent: queue full, relay unreachable, write failed, or unsent at close. */
   get dropped(): number {
     return this.#dropped;
   }
@@ -299,7 +300,7 @@ export class SyslogSender {
     const deadline = Date.now() + timeoutMs;
     while (this.#queue.length > 0 && !this.#down && Date.now() < deadline) await sleep(10);
     this.#closing = true;
-    this.#drop(this.#queue.length);
+    this.#drop(this.#queue.filter((q) => q.event).length);
     this.#queue = [];
     this.#wake?.();
     this.#disconnect();
@@ -328,17 +329,19 @@ export class SyslogSender {
   }
 
   #send(msgId: string, severity: number, msg: Uint8Array) {
-    if (this.#closing) return this.#drop(1);
+    const event = msgId === "event";
+    if (this.#closing) return this.#drop(event ? 1 : 0);
     const message = this.#message(msgId, severity, msg);
-    if (this.target.transport !== "tcp") return this.#sendDatagram(message);
-    if (this.#queue.length >= this.#queueSize) return this.#drop(1);
-    this.#queue.push(octetFrame(message));
+    if (this.target.transport !== "tcp") return this.#sendDatagram(message, event);
+    if (this.#queue.length >= this.#queueSize) return this.#drop(event ? 1 : 0);
+    this.#queue.push({ frame: octetFrame(message), event });
     this.#kick();
   }
 
-  #sendDatagram(message: Uint8Array<ArrayBuffer>) {
+  #sendDatagram(message: Uint8Array<ArrayBuffer>, event: boolean) {
+    const n = event ? 1 : 0;
     if (!this.#dgram) {
-      if (Date.now() < this.#nextTry) return this.#drop(1);
+      if (Date.now() < this.#nextTry) return this.#drop(n);
       const t = this.target;
       const to: DatagramAddress = t.transport === "unix"
         ? { path: t.path }
@@ -346,7 +349,7 @@ export class SyslogSender {
       const socket = DatagramSocket.connect(to);
       if (typeof socket === "number") {
         this.#failed(errnoName(socket));
-        return this.#drop(1);
+        return this.#drop(n);
       }
       this.#dgram = socket;
     }
@@ -356,11 +359,11 @@ export class SyslogSender {
     }
     const error = this.#dgram.send(message);
     if (error === 0) {
-      this.#sent++;
+      this.#sent += n;
       this.#up();
       return;
     }
-    this.#drop(1);
+    this.#drop(n);
     // A full buffer passes; anything else (the relay went away) reconnects later.
     if (errnoName(error) !== "EAGAIN") {
       this.#disconnect();
@@ -439,16 +442,18 @@ export class SyslogSender {
         }
       }
       if (this.#queue.length === 0) break;
-      const frames = this.#queue.splice(0, 512);
+      const items = this.#queue.splice(0, 512);
+      const events = items.filter((q) => q.event).length;
+      const frames = items.map((q) => q.frame);
       const told = this.#untold;
       if (told > 0) frames.unshift(octetFrame(this.#lostRecord()));
       const batch = concat(frames);
       try {
         for (let at = 0; at < batch.length;) at += await this.#conn.write(batch.subarray(at));
-        this.#sent += frames.length - (told > 0 ? 1 : 0);
+        this.#sent += events;
         this.#untold -= told;
       } catch {
-        this.#drop(frames.length - (told > 0 ? 1 : 0));
+        this.#drop(events);
         this.#disconnect();
         this.#failed("write failed");
       }
