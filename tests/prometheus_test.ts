@@ -116,3 +116,19 @@ kernelTest(
     }
   },
 );
+
+kernelTest("trace.ts --metrics without --allow-net names the flag in one line", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", ...PERMS, `${ROOT}scripts/trace.ts`, "--metrics", "127.0.0.1:0"],
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 1);
+  assert.equal(
+    new TextDecoder().decode(out.stderr),
+    "trace: Deno refused a permission this tool needs: add --allow-net " +
+      "(sudo deno run --allow-ffi --allow-env scripts/trace.ts)\n",
+  );
+  assert.equal(new TextDecoder().decode(out.stdout), "");
+});

@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { kernelTest, scratch, spawnUnlinker } from "./_helpers.ts";
+import { kernelTest, ROOT, scratch, spawnUnlinker } from "./_helpers.ts";
 import { buildStorm } from "./_storm.ts";
 import { PERMS } from "./_trace.ts";
 import { type Rsyslog, startRsyslog, startService, waitFor } from "./_servers.ts";
@@ -152,3 +152,54 @@ kernelTest(
     }
   },
 );
+
+kernelTest(
+  "with --syslog, SIGHUP reopens the connection to the relay and tracing goes on",
+  async () => {
+    const server = await startRsyslog();
+    const dir = scratch(["a"]);
+    try {
+      const unlinker = await spawnUnlinker([`unlink:${dir}/a`]);
+      const service = await startService(
+        [...PERMS, `--allow-net=127.0.0.1:${server.tcpPort}`],
+        ["--json", "-p", String(unlinker.pid), "--syslog", `tcp://127.0.0.1:${server.tcpPort}`],
+      );
+      service.kill("SIGHUP");
+      await waitFor(
+        "the SIGHUP state line",
+        5000,
+        () => service.stderr().includes("SIGHUP: reopening outputs") ? true : undefined,
+      );
+      await unlinker.go();
+      await waitFor(
+        "the event after SIGHUP",
+        10_000,
+        () => eventsOf(server, service.pid).length === 1 ? true : undefined,
+      );
+      const { code, stdout, stderr } = await service.stop();
+      assert.equal(code, 0, stderr);
+      assert.deepEqual(JSON.parse(stdout.trimEnd().split("\n").at(-1)!), {
+        type: "summary",
+        data: { events: 1, lost: 0, syslog_dropped: 0 },
+      });
+    } finally {
+      await server.close();
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
+);
+
+kernelTest("trace.ts --syslog tcp:// without --allow-net names the flag in one line", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", ...PERMS, `${ROOT}scripts/trace.ts`, "--syslog", "tcp://127.0.0.1:6601"],
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 1);
+  assert.equal(
+    new TextDecoder().decode(out.stderr),
+    "trace: Deno refused a permission this tool needs: add --allow-net " +
+      "(sudo deno run --allow-ffi --allow-env scripts/trace.ts)\n",
+  );
+});
