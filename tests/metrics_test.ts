@@ -1,7 +1,7 @@
 /** Prometheus counting and exposition of unlink events, on synthetic records. */
 
 import assert from "node:assert/strict";
-import { label, LATENCY_BUCKETS_NS, UnlinkMetrics } from "../lib/unlink/metrics.ts";
+import { escapeLabel, LATENCY_BUCKETS_NS, UnlinkMetrics } from "../lib/unlink/metrics.ts";
 import { parseListenAddress } from "../lib/unlink/service.ts";
 import { unlinkRecord } from "./_helpers.ts";
 
@@ -115,7 +115,7 @@ Deno.test("an op field, when records carry one, becomes the op label", () => {
 });
 
 Deno.test("label values escape backslash, double quote and newline", () => {
-  assert.equal(label('a\\b"c\nd'), 'a\\\\b\\"c\\nd');
+  assert.equal(escapeLabel('a\\b"c\nd'), 'a\\\\b\\"c\\nd');
 });
 
 Deno.test("ring fill and syslog drops are gauges and a counter", () => {

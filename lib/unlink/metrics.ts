@@ -272,8 +272,8 @@ export class UnlinkMetrics {
       "Unlinks traced, by operation, result (ok or the errno name) and command name.",
     );
     for (const s of [...this.#series.values(), ...this.#other.values()]) {
-      const labels = `op="${label(s.op)}",result="`;
-      const comm = `",comm="${label(s.comm)}"}`;
+      const labels = `op="${escapeLabel(s.op)}",result="`;
+      const comm = `",comm="${escapeLabel(s.comm)}"}`;
       if (s.ok > 0) out.push(`deno_bpf_unlinks_total{${labels}ok${comm} ${s.ok}`);
       for (const [ret, n] of s.failed) {
         out.push(`deno_bpf_unlinks_total{${labels}${errnoName(-ret)}${comm} ${n}`);
@@ -295,7 +295,7 @@ export class UnlinkMetrics {
     }
     if (this.#method !== undefined) {
       family("deno_bpf_attach_info", "gauge", "The attach method in use.");
-      out.push(`deno_bpf_attach_info{method="${label(this.#method)}"} 1`);
+      out.push(`deno_bpf_attach_info{method="${escapeLabel(this.#method)}"} 1`);
     }
     if (this.#ringSize !== undefined) {
       family("deno_bpf_ring_buffer_size_bytes", "gauge", "The ring buffer's size.");
@@ -325,7 +325,7 @@ export class UnlinkMetrics {
     for (const [op, h] of this.#latency) {
       if (h.count === 0) continue;
       const name = `deno_bpf_unlink_latency_seconds`;
-      const o = `op="${label(op)}"`;
+      const o = `op="${escapeLabel(op)}"`;
       let cumulative = 0;
       LATENCY_BUCKETS_NS.forEach((ns, i) => {
         cumulative += h.buckets[i];
@@ -340,7 +340,7 @@ export class UnlinkMetrics {
 }
 
 /** A label value escaped as the exposition format requires: `\`, `"` and newline. */
-export function label(value: string): string {
+export function escapeLabel(value: string): string {
   return value.replace(/[\\"\n]/g, (ch) => ch === "\n" ? "\\n" : `\\${ch}`);
 }
 

@@ -21,7 +21,9 @@ import { SyslogSender } from "./syslog.ts";
 
 /** Where `--metrics` listens. */
 export interface ListenAddress {
+  /** The address to bind: `0.0.0.0` for every interface. */
   hostname: string;
+  /** The TCP port; 0 picks a free one. */
   port: number;
 }
 
@@ -50,6 +52,7 @@ export interface ServiceOptions {
   syslogQueue?: number;
   /** The tracer's attach method and ring size, for the metrics. */
   method: string;
+  /** The ring buffer's size in bytes. */
   ringBufferSize: number;
   /** State lines (listening, relay up or down); trace.ts prints them on stderr. */
   onState: (line: string) => void;
@@ -57,7 +60,9 @@ export interface ServiceOptions {
 
 /** The metrics server and the syslog sender, with the hooks the tracer's loop calls. */
 export class ServiceOutputs {
+  /** The counters, with `--metrics`. */
   readonly metrics: UnlinkMetrics | undefined;
+  /** The syslog sender, with `--syslog`. */
   readonly syslog: SyslogSender | undefined;
   #server: Deno.HttpServer | undefined;
   #syslogEvents: EventWriter | undefined;

@@ -83,9 +83,13 @@ export interface SyslogHeader {
   severity: number;
   /** `YYYY-MM-DDTHH:MM:SS.mmmZ`, or `-`. */
   timestamp: string;
+  /** HOSTNAME: this host's name. */
   hostname: string;
+  /** APP-NAME: `deno_bpf`. */
   appName: string;
+  /** PROCID: the tracer's pid. */
   procId: string;
+  /** MSGID: the JSON line's `type`. */
   msgId: string;
 }
 
@@ -189,6 +193,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * ```
  */
 export class SyslogSender {
+  /** Where the messages go. */
   readonly target: SyslogTarget;
   readonly #queueSize: number;
   readonly #appName: string;
