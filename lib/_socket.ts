@@ -94,12 +94,16 @@ const sockets = new FinalizationRegistry<number>((fd) => c().close(fd));
  * A connected, nonblocking datagram socket.
  *
  * @example Send one datagram to a local syslog socket (needs --allow-ffi)
- * ```ts ignore
+ * ```ts
  * import { DatagramSocket } from "./_socket.ts";
  *
- * using socket = DatagramSocket.connect({ path: "/dev/log" });
- * const failed = socket.send(new TextEncoder().encode("<14>1 - - demo - - - hello"));
- * if (failed) console.error(`send failed: errno ${failed}`);
+ * export function hello(): void {
+ *   const socket = DatagramSocket.connect({ path: "/dev/log" });
+ *   if (typeof socket === "number") throw new Error(`connect failed: errno ${socket}`);
+ *   using _ = socket;
+ *   const failed = socket.send(new TextEncoder().encode("<14>1 - - demo - - - hello"));
+ *   if (failed) console.error(`send failed: errno ${failed}`);
+ * }
  * ```
  */
 export class DatagramSocket implements Disposable {

@@ -179,17 +179,19 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * it the same bytes as trace.ts's JSON output.
  *
  * @example Send failed unlinks to the local syslog (needs root)
- * ```ts ignore
+ * ```ts
  * import { EventWriter, SyslogSender, UnlinkTracer } from "./mod.ts";
  *
- * using tracer = UnlinkTracer.open({ failedOnly: true });
- * const syslog = SyslogSender.open("unix:///dev/log");
- * const out = new EventWriter("json", syslog);
- * while (await tracer.wait()) {
- *   tracer.drain((bytes, offset) => out.record(bytes, offset));
- *   out.flush();
+ * export async function sendFailures(): Promise<void> {
+ *   using tracer = UnlinkTracer.open({ failedOnly: true });
+ *   const syslog = SyslogSender.open("unix:///dev/log");
+ *   const out = new EventWriter("json", syslog);
+ *   while (await tracer.wait()) {
+ *     tracer.drain((bytes, offset) => out.record(bytes, offset));
+ *     out.flush();
+ *   }
+ *   await syslog.close();
  * }
- * await syslog.close();
  * ```
  */
 export class SyslogSender {
