@@ -263,7 +263,8 @@ export async function trace(args: TraceArgs): Promise<number> {
     out.flush();
     for (;;) {
       const more = await tracer.wait();
-      outputs?.drained(tracer.drain(onRecord));
+      const drained = tracer.drain(onRecord);
+      outputs?.drained(drained);
       const lost = tracer.newlyLost();
       if (lost > 0) outputs?.lost(lost);
       if (lost > 0) {
