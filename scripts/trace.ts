@@ -236,8 +236,9 @@ export async function trace(args: TraceArgs): Promise<number> {
   for (const signal of stopSignals) Deno.addSignalListener(signal, stop);
   if (outputs) Deno.addSignalListener("SIGHUP", reopen);
   const timer = args.durationMs === undefined ? undefined : setTimeout(stop, args.durationMs);
-  // A reader that went away (`| head -1`) is noticed even when no event comes.
-  const watch = setInterval(() => outputClosed(1) && stop(), CLOSED_CHECK_MS);
+  // A reader that went away (`| head -1`) is noticed even when no event comes;
+  // with --quiet nothing goes there, so a service outlives a restarted journal.
+  const watch = setInterval(() => !args.quiet && outputClosed(1) && stop(), CLOSED_CHECK_MS);
   let stdoutClosed = false;
 
   // Readers wait for these lines before they act: they go out at once.
