@@ -142,6 +142,8 @@ export class UnlinkMetrics {
   #other = new Map<string, Series>();
   #latency = new Map<string, Histogram>();
   #unlinkLatency: Histogram;
+  /** Whether {@linkcode count} was used too: then not every labelled comm is indexed by bytes. */
+  #decodedToo = false;
   #lost = 0;
   #syslogDropped: number | undefined;
   #fill = 0;
@@ -187,6 +189,11 @@ export class UnlinkMetrics {
         }
       }
     }
+    if (!series && this.#comms.size >= this.#maxComms && !this.#decodedToo) {
+      // Every comm with its own label is indexed by its bytes: a miss past
+      // the bound is other, with no name to decode.
+      series = this.#otherOf("unlink");
+    }
     if (!series) {
       const end = bytes.subarray(offset + COMM, offset + COMM + 16).indexOf(0);
       const comm = utf8.decode(bytes.subarray(offset + COMM, offset + COMM + (end < 0 ? 16 : end)));
@@ -206,6 +213,7 @@ export class UnlinkMetrics {
 
   /** Counts one decoded event; `e.op` (absent: `"unlink"`) becomes the `op` label. */
   count(e: CountedEvent): void {
+    this.#decodedToo = true;
     const op = String(e.op ?? "unlink");
     const series = this.#seriesOf(op, e.comm);
     if (e.ret === 0) series.ok++;
@@ -246,14 +254,18 @@ export class UnlinkMetrics {
     return h;
   }
 
+  #otherOf(op: string): Series {
+    let series = this.#other.get(op);
+    if (!series) this.#other.set(op, series = new Series(op, OTHER_COMM));
+    return series;
+  }
+
   #seriesOf(op: string, comm: string): Series {
     const key = `${op}\0${comm}`;
     let series = this.#series.get(key);
     if (series) return series;
     if (comm === OTHER_COMM || (!this.#comms.has(comm) && this.#comms.size >= this.#maxComms)) {
-      series = this.#other.get(op);
-      if (!series) this.#other.set(op, series = new Series(op, OTHER_COMM));
-      return series;
+      return this.#otherOf(op);
     }
     this.#comms.add(comm);
     series = new Series(op, comm);
