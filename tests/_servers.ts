@@ -46,6 +46,8 @@ export interface SyslogLine {
   app: string;
   procid: string;
   pri: number;
+  /** The RFC 5424 `meta` sequenceId: repeats after a reconnect share it. */
+  seq: number;
   // deno-lint-ignore no-explicit-any
   json: any;
 }
@@ -79,7 +81,7 @@ export async function startRsyslog(): Promise<Rsyslog> {
 module(load="imudp")
 module(load="imtcp")
 module(load="imuxsock" SysSock.Use="off")
-template(name="dbpf" type="string" string="%msgid% %app-name% %procid% %pri% %msg%\\n")
+template(name="dbpf" type="string" string="%msgid% %app-name% %procid% %pri% %structured-data% %msg%\\n")
 ruleset(name="dbpf") { action(type="omfile" file="${file}" template="dbpf") }
 input(type="imudp" address="127.0.0.1" port="${udpPort}" ruleset="dbpf")
 input(type="imtcp" address="127.0.0.1" port="${tcpPort}" ruleset="dbpf")
@@ -97,9 +99,11 @@ input(type="imuxsock" Socket="${socket}" UseSpecialParser="off" ruleset="dbpf")
         text = Deno.readTextFileSync(file);
       } catch { /* nothing written yet */ }
       return text.split("\n").filter(Boolean).map((line) => {
-        const [msgid, app, procid, pri] = line.split(" ", 4);
-        const msg = line.split(" ").slice(4).join(" ");
-        return { msgid, app, procid, pri: Number(pri), json: JSON.parse(msg) };
+        const m = /^(\S+) (\S+) (\S+) (\d+) (-|\[[^\]]*\]) (.*)$/.exec(line);
+        if (!m) throw new Error(`not a line of the test's template: ${line}`);
+        const [, msgid, app, procid, pri, sd, msg] = m;
+        const seq = Number(/^\[meta sequenceId="(\d+)"\]$/.exec(sd)?.[1]);
+        return { msgid, app, procid, pri: Number(pri), seq, json: JSON.parse(msg) };
       });
     },
     async stop() {

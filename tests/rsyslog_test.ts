@@ -10,9 +10,15 @@ import { buildStorm } from "./_storm.ts";
 import { PERMS } from "./_trace.ts";
 import { type Rsyslog, startRsyslog, startService, waitFor } from "./_servers.ts";
 
-/** The events of tracer `pid` that rsyslog wrote. */
-const eventsOf = (server: Rsyslog, pid: number) =>
-  server.lines().filter((l) => l.procid === String(pid) && l.msgid === "event");
+/** The events of tracer `pid` that rsyslog wrote, each once (repeats share a sequenceId). */
+function eventsOf(server: Rsyslog, pid: number) {
+  const seen = new Set<number>();
+  return server.lines().filter((l) => {
+    if (l.procid !== String(pid) || l.msgid !== "event" || seen.has(l.seq)) return false;
+    seen.add(l.seq);
+    return true;
+  });
+}
 
 for (const transport of ["udp", "tcp", "unix"] as const) {
   kernelTest(
@@ -54,8 +60,13 @@ for (const transport of ["udp", "tcp", "unix"] as const) {
         assert.equal(attach?.msgid, "attach");
         assert.equal(attach?.json.type, "attach");
         assert.deepEqual(
-          got.map((l) => [l.app, l.pri, l.json.type]),
-          [["deno_bpf", 30, "event"], ["deno_bpf", 30, "event"], ["deno_bpf", 30, "event"]],
+          got.map((l) => [l.app, l.pri, l.seq, l.json.type]),
+          [["deno_bpf", 30, 2, "event"], ["deno_bpf", 30, 3, "event"], [
+            "deno_bpf",
+            30,
+            4,
+            "event",
+          ]],
         );
         assert.deepEqual(
           got.map((l) => {

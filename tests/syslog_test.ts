@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import {
   headerField,
+  metaSequence,
   nextBackoff,
   octetFrame,
   parseSyslogUrl,
@@ -50,6 +51,18 @@ Deno.test("an RFC 5424 prefix has PRI, version 1, the header fields and nil stru
     msgId: "event",
   });
   assert.equal(prefix, "<30>1 2026-11-26T04:40:00.123Z web_1 deno_bpf 4242 event - ");
+  assert.equal(
+    syslogPrefix({
+      severity: 4,
+      timestamp: "-",
+      hostname: "h",
+      appName: "a",
+      procId: "1",
+      msgId: "lost",
+      structuredData: metaSequence(7),
+    }),
+    '<28>1 - h a 1 lost [meta sequenceId="7"] ',
+  );
   assert.equal(headerField("", 10), "-");
   assert.equal(headerField("ünïcode", 4), "_n_c");
   assert.equal(headerField("x".repeat(60), 48).length, 48);
@@ -125,7 +138,7 @@ Deno.test("over TCP the queue is bounded, and a relay that comes back is told wh
   await sender.close();
   await reading;
   listener.close();
-  const msg = (f: string) => f.split(" ").slice(7).join(" ");
+  const msg = (f: string) => /^(?:\S+ ){6}(?:-|\[[^\]]*\]) (.*)$/.exec(f)![1];
   const msgid = (f: string) => f.split(" ")[5];
   assert.deepEqual(frames.map(msgid), ["lost", "event", "event"]);
   assert.deepEqual(frames.map(msg), [
@@ -133,7 +146,12 @@ Deno.test("over TCP the queue is bounded, and a relay that comes back is told wh
     '{"n":1}',
     '{"n":2}',
   ]);
-  assert.match(frames[1], /^<30>1 \d{4}-\d\d-\d\dT[\d:.]+Z \S+ deno_bpf \d+ event - /);
+  assert.match(
+    frames[1],
+    /^<30>1 \d{4}-\d\d-\d\dT[\d:.]+Z \S+ deno_bpf \d+ event \[meta sequenceId="1"\] /,
+  );
+  // Dropped messages used sequence numbers 3 to 5: the gap shows at the relay too.
+  assert.match(frames[0], / lost \[meta sequenceId="6"\] /);
   assert.equal(frames[0].slice(0, 4), "<28>");
   assert.deepEqual([sender.sent, sender.dropped], [2, 3]);
 });
@@ -143,4 +161,29 @@ Deno.test("over TCP, events still queued when the sender closes are counted as d
   sender.writeSync(text.encode('{"n":1}\n{"n":2}\n'));
   await sender.close(100);
   assert.deepEqual([sender.sent, sender.dropped], [0, 2]);
+});
+
+Deno.test("over TCP, what was written just before the relay closed is sent again on the next connection", async () => {
+  const port = freePort();
+  const listener = Deno.listen({ hostname: "127.0.0.1", port });
+  const sender = SyslogSender.open(`tcp://127.0.0.1:${port}`, { backoffMs: 20 });
+  const first: string[] = [];
+  const conn1 = await listener.accept();
+  const reading1 = readFrames(conn1, first);
+  sender.writeSync(text.encode('{"n":1}\n{"n":2}\n'));
+  await waitFor("two frames", 5000, () => first.length === 2 ? true : undefined);
+  conn1.close(); // the relay stops: the sender cannot know what it read
+  await reading1;
+  const second: string[] = [];
+  const conn2 = await listener.accept();
+  const reading2 = readFrames(conn2, second);
+  sender.writeSync(text.encode('{"n":3}\n'));
+  await waitFor("three frames", 5000, () => second.length === 3 ? true : undefined);
+  await sender.close();
+  await reading2;
+  listener.close();
+  const seq = (f: string) => Number(/sequenceId="(\d+)"/.exec(f)![1]);
+  assert.deepEqual(first.map(seq), [1, 2]);
+  assert.deepEqual(second.map(seq), [1, 2, 3], "repeats keep their sequenceId");
+  assert.deepEqual([sender.sent, sender.dropped], [3, 0]);
 });

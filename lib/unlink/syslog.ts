@@ -5,12 +5,13 @@
  *
  * Message format, one per event:
  *
- *     <30>1 2026-11-26T04:40:00.123Z host deno_bpf 4242 event - {"type":"event","data":{...}}
+ *     <30>1 2026-11-26T04:40:00.123Z host deno_bpf 4242 event [meta sequenceId="7"] {"type":"event",...}
  *
  * - PRI: facility `daemon` (3); severity `info` (6) for events, `warning` (4)
  *   for `lost` records, `notice` (5) for the others (`attach`).
  * - TIMESTAMP is when the message was made; the event's own time is `data.time`.
- * - MSGID is the JSON line's `type`; STRUCTURED-DATA is nil (`-`).
+ * - MSGID is the JSON line's `type`. STRUCTURED-DATA is RFC 5424's
+ *   `[meta sequenceId="N"]`, N counting this sender's messages from 1.
  * - MSG is the JSON line as UTF-8 with no BOM (RFC 5424's MSG-ANY), so every
  *   field the JSON output has, now or later, reaches the relay unchanged, and
  *   a relay template of `%msg%` gives back JSON lines.
@@ -24,7 +25,11 @@
  *   (`LEN SP MSG`), a queue bounded at `queueSize` messages, and reconnection
  *   with exponential backoff (0.1 s doubling to 5 s) while the relay is away.
  *   The connection is watched for the relay closing it, so messages queue
- *   instead of going to a dead socket.
+ *   instead of going to a dead socket. A relay that stops loses what it had
+ *   not read yet, and TCP cannot say how much: so messages written in the
+ *   last {@linkcode RESEND_MS} before a connection ended are sent again on
+ *   the next one (at least once, never silently lost), and the relay can drop
+ *   repeats by their `sequenceId`.
  * - `unix:///dev/log` (or another path): one datagram per message.
  *
  * HOST must be an IP address (or `localhost`). A message that is not sent (a
@@ -91,6 +96,8 @@ export interface SyslogHeader {
   procId: string;
   /** MSGID: the JSON line's `type`. */
   msgId: string;
+  /** STRUCTURED-DATA, already formatted; default `-` (nil). */
+  structuredData?: string;
 }
 
 /**
@@ -102,12 +109,12 @@ export function headerField(value: string, max: number): string {
   return clean === "" ? "-" : clean;
 }
 
-/** `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID - ` : everything before MSG. */
+/** `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD ` : everything before MSG. */
 export function syslogPrefix(h: SyslogHeader): string {
   const pri = (h.facility ?? FACILITY_DAEMON) * 8 + h.severity;
   return `<${pri}>1 ${h.timestamp} ${headerField(h.hostname, 255)} ${headerField(h.appName, 48)} ${
     headerField(h.procId, 128)
-  } ${headerField(h.msgId, 32)} - `;
+  } ${headerField(h.msgId, 32)} ${h.structuredData ?? "-"} `;
 }
 
 const encoder = new TextEncoder();
@@ -160,6 +167,18 @@ export interface SyslogOptions {
   onState?: (line: string) => void;
 }
 
+/**
+ * TCP: messages written in this many ms before a connection ended are sent
+ * again on the next one. A relay that stops reads nothing more, then closes:
+ * what it had not read by then is gone, and TCP cannot say how much.
+ */
+export const RESEND_MS = 1000;
+
+/** The RFC 5424 `meta` structured data with a message's sequence number (1 to 2^31-1). */
+export function metaSequence(n: number): string {
+  return `[meta sequenceId="${n}"]`;
+}
+
 /** The default bound on queued TCP messages. */
 export const DEFAULT_SYSLOG_QUEUE = 10_000;
 
@@ -207,7 +226,10 @@ export class SyslogSender {
   #dgram: DatagramSocket | undefined;
   #conn: Deno.TcpConn | undefined;
   /** TCP frames waiting, each marked if it is an event (only events are counted). */
-  #queue: { frame: Uint8Array; event: boolean }[] = [];
+  #queue: Queued[] = [];
+  /** TCP frames written lately, sent again if the connection ends (see {@linkcode RESEND_MS}). */
+  #recent: Queued[] = [];
+  #sequence = 0;
   #pumping: Promise<void> | undefined;
   #wake: (() => void) | undefined;
   #backoff: number;
@@ -315,7 +337,9 @@ export class SyslogSender {
   }
 
   #message(msgId: string, severity: number, msg: Uint8Array): Uint8Array<ArrayBuffer> {
+    this.#sequence = this.#sequence >= 2 ** 31 - 1 ? 1 : this.#sequence + 1;
     return syslogMessage({
+      structuredData: metaSequence(this.#sequence),
       severity,
       timestamp: new Date().toISOString(),
       hostname: this.#hostname,
@@ -341,7 +365,7 @@ export class SyslogSender {
     const message = this.#message(msgId, severity, msg);
     if (this.target.transport !== "tcp") return this.#sendDatagram(message, event);
     if (this.#queue.length >= this.#queueSize) return this.#drop(event ? 1 : 0);
-    this.#queue.push({ frame: octetFrame(message), event });
+    this.#queue.push({ frame: octetFrame(message), event, written: 0 });
     this.#kick();
   }
 
@@ -450,21 +474,42 @@ export class SyslogSender {
       }
       if (this.#queue.length === 0) break;
       const items = this.#queue.splice(0, 512);
-      const events = items.filter((q) => q.event).length;
       const frames = items.map((q) => q.frame);
       const told = this.#untold;
       if (told > 0) frames.unshift(octetFrame(this.#lostRecord()));
       const batch = concat(frames);
       try {
         for (let at = 0; at < batch.length;) at += await this.#conn.write(batch.subarray(at));
-        this.#sent += events;
         this.#untold -= told;
+        const now = Date.now();
+        for (const q of items) {
+          if (q.event && q.written === 0) this.#sent++;
+          q.written = now;
+          this.#recent.push(q);
+        }
+        const old = this.#recent.findIndex((q) => q.written >= now - RESEND_MS);
+        this.#recent.splice(0, old < 0 ? this.#recent.length : old);
+        if (this.#recent.length > this.#queueSize) {
+          this.#recent.splice(0, this.#recent.length - this.#queueSize);
+        }
       } catch {
-        this.#drop(events);
-        this.#disconnect();
+        this.#queue.unshift(...items); // not written: they go first on the next connection
+        this.#connectionLost();
         this.#failed("write failed");
       }
     }
+  }
+
+  /**
+   * The connection ended: what was written in the last {@linkcode RESEND_MS}
+   * goes first on the next one, as the relay may not have read it. The
+   * relay can tell repeats by their `sequenceId`.
+   */
+  #connectionLost() {
+    const since = Date.now() - RESEND_MS;
+    this.#queue.unshift(...this.#recent.filter((q) => q.written >= since));
+    this.#recent = [];
+    this.#disconnect();
   }
 
   /** Notices the relay closing the connection, so later messages queue instead. */
@@ -474,11 +519,19 @@ export class SyslogSender {
       while ((await conn.read(buf)) !== null) { /* relays send nothing; ignore it */ }
     } catch { /* reset, or closed by us */ }
     if (this.#conn !== conn) return;
-    this.#disconnect();
+    this.#connectionLost();
     this.#failed("the relay closed the connection");
     this.#nextTry = 0; // it may be restarting: try again at once, then back off
     this.#kick();
   }
+}
+
+/** A TCP frame waiting or lately written; only events are counted as sent or dropped. */
+interface Queued {
+  frame: Uint8Array;
+  event: boolean;
+  /** When it was last written (ms), 0 if never. */
+  written: number;
 }
 
 function concat(parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
