@@ -59,7 +59,7 @@ export interface ServiceOptions {
 }
 
 /** The metrics server and the syslog sender, with the hooks the tracer's loop calls. */
-export class ServiceOutputs {
+export class ServiceOutputs implements AsyncDisposable {
   /** The counters, with `--metrics`. */
   readonly metrics: UnlinkMetrics | undefined;
   /** The syslog sender, with `--syslog`. */
@@ -68,36 +68,43 @@ export class ServiceOutputs {
   #syslogEvents: EventWriter | undefined;
 
   private constructor(options: ServiceOptions) {
-    if (options.metrics) {
-      const metrics = new UnlinkMetrics({
-        maxComms: options.maxComms,
-        method: options.method,
-        ringBufferSize: options.ringBufferSize,
-      });
-      this.metrics = metrics;
-      this.#server = Deno.serve({
-        hostname: options.metrics.hostname,
-        port: options.metrics.port,
-        onListen: ({ hostname, port }) => {
-          const host = hostname.includes(":") ? `[${hostname}]` : hostname;
-          options.onState(`metrics on http://${host}:${port}/metrics`);
-        },
-      }, (request) => {
-        if (new URL(request.url).pathname !== "/metrics") {
-          return new Response("not found: try /metrics\n", { status: 404 });
-        }
-        return new Response(metrics.expose(), {
-          headers: { "content-type": METRICS_CONTENT_TYPE },
-        });
-      });
-    }
+    // The syslog sender first: a refused permission then stops before any
+    // server listens.
     if (options.syslog) {
       this.syslog = SyslogSender.open(options.syslog, {
         queueSize: options.syslogQueue,
         onState: options.onState,
       });
       this.#syslogEvents = new EventWriter("json", this.syslog);
-      this.metrics?.syslogDropped(0);
+    }
+    if (options.metrics) {
+      const metrics = new UnlinkMetrics({
+        maxComms: options.maxComms,
+        method: options.method,
+        ringBufferSize: options.ringBufferSize,
+      });
+      if (this.syslog) metrics.syslogDropped(0);
+      this.metrics = metrics;
+      try {
+        this.#server = Deno.serve({
+          hostname: options.metrics.hostname,
+          port: options.metrics.port,
+          onListen: ({ hostname, port }) => {
+            const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+            options.onState(`metrics on http://${host}:${port}/metrics`);
+          },
+        }, (request) => {
+          if (new URL(request.url).pathname !== "/metrics") {
+            return new Response("not found: try /metrics\n", { status: 404 });
+          }
+          return new Response(metrics.expose(), {
+            headers: { "content-type": METRICS_CONTENT_TYPE },
+          });
+        });
+      } catch (error) {
+        this.syslog?.close(0); // its connection must not outlive a failed start
+        throw error;
+      }
     }
   }
 
@@ -148,6 +155,11 @@ export class ServiceOutputs {
     const server = this.#server;
     this.#server = undefined;
     await server?.shutdown();
+  }
+
+  /** Calls {@linkcode close}, for `await using` declarations. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
   }
 
   /** Fields for the summary line: `syslog_dropped` when sending to syslog. */

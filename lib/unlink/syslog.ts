@@ -213,7 +213,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * }
  * ```
  */
-export class SyslogSender {
+export class SyslogSender implements AsyncDisposable {
   /** Where the messages go. */
   readonly target: SyslogTarget;
   readonly #queueSize: number;
@@ -334,6 +334,11 @@ export class SyslogSender {
     this.#wake?.();
     this.#disconnect();
     await this.#pumping;
+  }
+
+  /** Calls {@linkcode close}, for `await using` declarations. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
   }
 
   #message(msgId: string, severity: number, msg: Uint8Array): Uint8Array<ArrayBuffer> {
