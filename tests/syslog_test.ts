@@ -41,7 +41,7 @@ Deno.test("syslog URLs name udp, tcp and unix targets, with default ports", () =
   }
 });
 
-Deno.test("an RFC 5424 prefix has PRI, version 1, the header fields and nil structured data", () => {
+Deno.test("an RFC 5424 prefix has PRI, version 1, the header fields, and nil or meta structured data", () => {
   const prefix = syslogPrefix({
     severity: 6,
     timestamp: "2026-11-26T04:40:00.123Z",
