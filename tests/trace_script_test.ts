@@ -408,6 +408,8 @@ Deno.test("parseTraceArgs maps flags to tracer options", () => {
     },
     json: true,
     rawNames: false,
+    quiet: false,
+    service: { metrics: undefined, maxComms: undefined, syslog: undefined, syslogQueue: undefined },
     count: 5,
     durationMs: 1500,
     verbose: true,
@@ -461,4 +463,28 @@ Deno.test("parseTraceArgs maps flags to tracer options", () => {
   assert.throws(() => parseTraceArgs(["--ringbuf-size", "2048"]), UsageError);
   assert.equal(parseTraceArgs(["--ringbuf-size", "1G"]).tracer.ringBufferSize, 2 ** 30);
   assert.equal(parseTraceArgs(["--ringbuf-size", "2G"]).tracer.ringBufferSize, 2 ** 31);
+});
+
+Deno.test("parseTraceArgs maps the service flags, and rejects bad addresses in one line", () => {
+  const args = parseTraceArgs([
+    "-q",
+    "--metrics",
+    ":9469",
+    "--metrics-comms",
+    "20",
+    "--syslog",
+    "tcp://127.0.0.1:601",
+    "--syslog-queue",
+    "500",
+  ]);
+  assert.equal(args.quiet, true);
+  assert.deepEqual(args.service, {
+    metrics: { hostname: "0.0.0.0", port: 9469 },
+    maxComms: 20,
+    syslog: "tcp://127.0.0.1:601",
+    syslogQueue: 500,
+  });
+  assert.throws(() => parseTraceArgs(["--metrics", "9469"]), /is not HOST:PORT/);
+  assert.throws(() => parseTraceArgs(["--syslog", "syslog.example:514"]), /Bad syslog URL/);
+  assert.throws(() => parseTraceArgs(["--metrics-comms", "0"]), /--metrics-comms needs/);
 });

@@ -86,7 +86,7 @@ const FILENAME_SIZE = fieldSize(UNLINK_EVENT_FIELDS.filename[0]);
 const PATH_AT = layout.size;
 const PATH_LEN_AT = UNLINK_EVENT_FIELDS.path_len[1];
 const FLAGS_AT = UNLINK_EVENT_FIELDS.flags[1];
-const NON_ASCII = /[^\x00-\x7f]/;
+const NON_ASCII = /[\u0080-\uffff]/;
 
 /**
  * The bytes of the name at `start` (NUL-terminated, or `size` long), if they
