@@ -14,6 +14,7 @@ import {
   formatText,
   type UnlinkEvent,
   unlinkEvent,
+  UnlinkMetrics,
 } from "../lib/unlink/mod.ts";
 
 /** One record as the kernel writes it, at a ring-like offset (after an 8-byte header). */
@@ -65,6 +66,24 @@ Deno.bench("write one event as JSON bytes (trace.ts --json)", { group: "per even
 
 Deno.bench("write one event as text bytes (trace.ts)", { group: "per event" }, () => {
   textWriter.record(bytes, offset);
+});
+
+// What trace.ts --metrics adds per event: counting from the record's bytes.
+const metrics = new UnlinkMetrics();
+const otherBytes = new Uint8Array(bytes);
+new TextEncoder().encodeInto(
+  "not_seen_yet",
+  otherBytes.subarray(offset + unlinkEvent.fields.comm[1]),
+);
+const bounded = new UnlinkMetrics({ maxComms: 1 });
+bounded.record(bytes, offset);
+
+Deno.bench("count one event for Prometheus (trace.ts --metrics)", { group: "per event" }, () => {
+  metrics.record(bytes, offset);
+});
+
+Deno.bench("count one event past the comm bound (as other)", { group: "per event" }, () => {
+  bounded.record(otherBytes, offset);
 });
 
 /** 1000 decoded records handed out one by one, as `for await` over a tracer does. */

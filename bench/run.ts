@@ -39,6 +39,7 @@ const IDLE_MS = 1000;
 /** Zero-event runs per tracer (the median is its fixed cost); --quick takes 1. */
 const IDLE_RUNS = 5;
 const TRICKLE = "trickle";
+const METRICS = "trace.ts --metrics";
 const LOSS_SCENARIO = "full 2w";
 const ATTACH_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 60_000;
@@ -603,7 +604,7 @@ function targets(rows: Row[], full: string[]): string[] {
       "x",
     );
   }
-  const deno = ["deno lib", "trace.ts text", "trace.ts json"];
+  const deno = ["deno lib", "trace.ts text", "trace.ts json", METRICS];
   for (const t of full.includes(LOSS_SCENARIO) ? deno : []) {
     check(
       `[${LOSS_SCENARIO}] ${t} events lost`,
@@ -621,6 +622,15 @@ function targets(rows: Row[], full: string[]): string[] {
         } != ${done} done${run}`,
       );
     });
+  }
+  for (const s of full) {
+    const json = perEventUs(find(rows, s, "trace.ts json"));
+    const metrics = perEventUs(find(rows, s, METRICS));
+    if (Number.isNaN(json) || Number.isNaN(metrics)) continue;
+    out.push(
+      `INFO  [${s}] metrics cost: ${num(metrics - json, 2)} µs/event ` +
+        `(trace.ts --metrics ${num(metrics, 2)} vs trace.ts json ${num(json, 2)} µs/event)`,
+    );
   }
   for (const r of rows.filter((r) => r.delayMs)) {
     check(`${r.tracer} delay p99`, r.delayMs![1], 100, " ms");
@@ -735,6 +745,16 @@ async function main() {
     lib(),
     denoTracer("trace.ts text", TRACE_SCRIPT, ["--mode", o.mode, "-n", COMM]),
     json(),
+    // trace.ts json plus Prometheus counting: the difference is what metrics cost.
+    denoTracer(METRICS, TRACE_SCRIPT, [
+      "--mode",
+      o.mode,
+      "-n",
+      COMM,
+      "--json",
+      "--metrics",
+      "127.0.0.1:0",
+    ]),
   ].filter((t) => !skipped.has(t.name));
   const scenarios: [ScenarioKey, string, string[]][] = [
     ["full1w", "full 1w", ["full", "1", String(o.pairs)]],

@@ -111,6 +111,7 @@ struct task_struct {
 	int tgid;
 	char comm[16];
 	struct task_struct *real_parent;
+	struct task_struct *group_leader;
 	struct fs_struct *fs;
 	struct files_struct *files;
 	struct mm_struct *mm;

@@ -63,6 +63,7 @@ __u64 last_wakeup_ns = 0;
 /* What is known of a deletion between entry and return. */
 struct start {
 	__u64 ts_ns;
+	__u64 uname; /* the name's user pointer (tracepoints): whole at return */
 	__u64 ino;
 	__s64 size;
 	__u32 dev;
@@ -209,6 +210,8 @@ static __always_inline int on_enter(__u16 op, int dfd, const char *name, bool us
 	if (!wanted(id))
 		return 0;
 	s.ts_ns = bpf_ktime_get_ns();
+	if (user)
+		s.uname = (__u64)name;
 	s.op = op;
 	s.dfd = dfd;
 	if (user)
@@ -313,14 +316,20 @@ static __always_inline __u32 fill_path(struct pending *p, struct start *s, __u32
 	sc = bpf_map_lookup_elem(&scratch, &zero);
 	if (!sc)
 		return UNLINK_F_PATH_UNRESOLVED;
-	pflags = path_resolve_at(sc, s->dfd, s->filename, false, &span);
+	/* A syscall's name is still in the caller's memory, whole; a kernel
+	 * one is gone, and only its first FILENAME_LEN - 1 bytes were kept. */
+	if (s->uname)
+		pflags = path_resolve_at(sc, s->dfd, (const char *)s->uname, true, &span);
+	else
+		pflags = path_resolve_at(sc, s->dfd, s->filename, false, &span);
 	if (pflags & (PATH_F_NO_BASE | PATH_F_FAULT))
 		return UNLINK_F_PATH_UNRESOLVED;
 	p->e.path_len = path_copy(p->path, sc, &span);
 	return UNLINK_F_PATH_JOINED |
 	       (pflags & PATH_F_PARTIAL ? UNLINK_F_PATH_PARTIAL : 0) |
-	       (pflags & PATH_F_TRUNCATED || s->flags & UNLINK_F_NAME_TRUNCATED ?
-			UNLINK_F_PATH_TRUNCATED :
+	       (pflags & PATH_F_TRUNCATED ? UNLINK_F_PATH_TRUNCATED : 0) |
+	       (!s->uname && s->flags & UNLINK_F_NAME_TRUNCATED ?
+			UNLINK_F_PATH_TRUNCATED | UNLINK_F_PATH_HEAD :
 			0);
 }
 
@@ -331,7 +340,8 @@ static __always_inline bool path_wanted(struct pending *p, __u32 fold)
 	__u32 len = p->e.path_len;
 
 	if (!targ_paths || fold ||
-	    p->e.flags & (UNLINK_F_PATH_TRUNCATED | UNLINK_F_PATH_PARTIAL | UNLINK_F_PATH_UNRESOLVED))
+	    p->e.flags & (UNLINK_F_PATH_TRUNCATED | UNLINK_F_PATH_PARTIAL | UNLINK_F_PATH_UNRESOLVED) &&
+		    !(p->e.flags & UNLINK_F_PATH_HEAD))
 		return true;
 	if (len >= PREFIX_LEN) {
 		bpf_probe_read_kernel(p->key.data, PREFIX_LEN, p->path);
@@ -351,7 +361,9 @@ static __always_inline bool path_wanted(struct pending *p, __u32 fold)
 static __always_inline void attribute(struct unlink_event *e)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct task_struct *parent = BPF_CORE_READ(task, real_parent);
+	/* The parent process: real_parent is the thread that forked, whose
+	 * comm may be a worker thread's; its group leader names the process. */
+	struct task_struct *parent = BPF_CORE_READ(task, real_parent, group_leader);
 	unsigned long start, end, n;
 
 	e->ppid = BPF_CORE_READ(parent, tgid);
@@ -420,7 +432,8 @@ static __always_inline int on_exit(int ret)
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	bpf_probe_read_kernel(e->filename, sizeof(e->filename), s->filename);
 	fold = s->flags & START_F_FOLD;
-	e->flags = s->flags & ~(START_F_INTERNAL | UNLINK_F_PATH_TRUNCATED | UNLINK_F_PATH_PARTIAL);
+	e->flags = s->flags & ~(START_F_INTERNAL | UNLINK_F_PATH_TRUNCATED | UNLINK_F_PATH_PARTIAL |
+				UNLINK_F_PATH_HEAD);
 	e->flags |= fill_path(p, s, tid);
 	if (!path_wanted(p, fold && e->flags & UNLINK_F_PATH_JOINED))
 		goto out;

@@ -33,6 +33,9 @@
 #define UNLINK_F_PATH_JOINED (1U << 5)
 /* ino, dev, mode, size and nlink_after describe the file (the kernel looked it up). */
 #define UNLINK_F_INODE (1U << 6)
+/* With UNLINK_F_PATH_TRUNCATED: path holds its beginning, not its end (a
+ * name over FILENAME_LEN - 1 bytes that fentry or kprobe did not find). */
+#define UNLINK_F_PATH_HEAD (1U << 7)
 
 /* unlink_event.op */
 #define UNLINK_OP_UNLINK 0

@@ -1,7 +1,7 @@
 /**
  * The one FFI symbol table of deno_bpf: libbpf 1.x, plus the handful of libc
  * calls libbpf leaves to its caller (epoll, eventfd, mmap, vsnprintf for its
- * log). Both libraries open lazily on first use, so importing `mod.ts` needs
+ * log), and the datagram socket calls of the syslog output. Both libraries open lazily on first use, so importing `mod.ts` needs
  * neither `--allow-ffi` nor root.
  *
  * @module
@@ -220,6 +220,13 @@ const LIBC = {
   readdir: { parameters: ["pointer"], result: "pointer" },
   // int closedir(DIR *dirp)
   closedir: { parameters: ["pointer"], result: "i32" },
+
+  // int socket(int domain, int type, int protocol): datagram sockets for syslog
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  // int connect(int fd, const struct sockaddr *addr, socklen_t len)
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  // ssize_t send(int fd, const void *buf, size_t len, int flags)
+  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 export type Libbpf = Deno.DynamicLibrary<typeof LIBBPF>["symbols"];

@@ -67,3 +67,46 @@ export function mapShared(
   }
   return ptr;
 }
+
+/** What {@linkcode decodedRecords} needs of a reader. */
+export interface RecordSource {
+  /** Resolves when records may be there; false once stopped. */
+  wait(): Promise<boolean>;
+  /** Hands at most `limit` records to `fn`; returns how many. */
+  drain(
+    fn: (bytes: Uint8Array, offset: number, length: number) => void,
+    limit: number,
+  ): number;
+  /** Whether the reader was closed (so iteration ends at once). */
+  closed(): boolean;
+}
+
+/** How many records {@linkcode decodedRecords} decodes at a time. */
+const RECORDS_CHUNK = 256;
+
+/**
+ * Yields every record of `source` decoded with `decode`, until the source is
+ * stopped (what is left is still delivered) or closed. Decodes in small
+ * chunks: a storm's whole backlog decoded at once would keep thousands of
+ * records alive across garbage collections.
+ */
+export async function* decodedRecords<R>(
+  source: RecordSource,
+  decode: (bytes: Uint8Array, offset: number, length: number) => R,
+): AsyncGenerator<R> {
+  const batch: R[] = [];
+  const collect = (bytes: Uint8Array, offset: number, length: number) => {
+    batch.push(decode(bytes, offset, length));
+  };
+  let more = true;
+  while (more) {
+    if (source.closed()) return;
+    more = await source.wait();
+    for (;;) {
+      if (source.closed()) return;
+      batch.length = 0;
+      if (source.drain(collect, RECORDS_CHUNK) === 0) break;
+      for (let i = 0; i < batch.length; i++) yield batch[i];
+    }
+  }
+}

@@ -80,6 +80,7 @@ export type FieldSpec = readonly [type: FieldType, offset: number];
 export type FieldValue<T extends FieldType> = T extends Layout<infer F, undefined> ? Decoded<F>
   : T extends `char[${number}]` ? string
   : T extends `${BigIntType}[${number}]` ? bigint[]
+  : T extends `u8[${number}]` ? Uint8Array
   : T extends `${IntType}[${number}]` ? number[]
   : T extends BigIntType ? bigint
   : number;
@@ -372,6 +373,7 @@ function codec(type: FieldType, offset: number): Codec {
         write: (_, b, at, x, field) => b.set(encodeString(x, p.size, field), at + offset),
       };
     case "array": {
+      if (p.type === "u8") return bytesCodec(p.count, offset, `u8[${p.count}]`);
       const read = READ[p.type];
       const write = WRITE[p.type];
       const step = INT_SIZES[p.type];
@@ -402,6 +404,23 @@ function codec(type: FieldType, offset: number): Codec {
       };
     }
   }
+}
+
+/** A `u8[N]` field: bytes, decoded as a copy (ring memory is reused). */
+function bytesCodec(count: number, offset: number, type: string): Codec {
+  return {
+    read: (_, b, at) => b.slice(at + offset, at + offset + count),
+    write: (_, b, at, x, field) => {
+      const ok = (x instanceof Uint8Array || Array.isArray(x)) && x.length <= count &&
+        [...x].every((e) => Number.isInteger(e) && e >= 0 && e <= 255);
+      if (!ok) {
+        throw new TypeError(
+          `Field "${field}" is ${type}: expected a Uint8Array or byte array of at most ${count} bytes`,
+        );
+      }
+      b.set(x as ArrayLike<number>, at + offset);
+    },
+  };
 }
 
 const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;

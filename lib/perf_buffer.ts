@@ -32,6 +32,7 @@
 import { c, checkErrno, failure } from "./_ffi.ts";
 import { PerfRing } from "./_perf_ring.ts";
 import {
+  decodedRecords,
   EPOLL_EVENT_SIZE,
   epollAdd,
   epollCreate,
@@ -58,8 +59,6 @@ const EPERM = 1;
 const EACCES = 13;
 const ENODEV = 19;
 const STOP_TOKEN = 0xffff_ffff;
-/** How many records {@linkcode PerfBuffer.records} decodes at a time. */
-const RECORDS_CHUNK = 256;
 
 /**
  * Called once per sample with the bytes that hold it, the offset and length
@@ -367,23 +366,12 @@ export class PerfBuffer implements Disposable {
    * Yields every sample decoded with `layout`, until {@linkcode stop} (after
    * which what is left in the rings is still delivered) or close.
    */
-  async *records<L extends AnyLayout>(layout: L): AsyncGenerator<RecordOf<L>> {
-    // Decode in small chunks: a storm's whole backlog decoded at once would
-    // keep thousands of records alive across garbage collections.
-    const batch: RecordOf<L>[] = [];
-    const collect: PerfRecordHandler = (bytes, offset, length) => {
-      batch.push(layout.decode(bytes, offset, length) as RecordOf<L>);
-    };
-    let more = true;
-    while (more) {
-      more = await this.wait();
-      for (;;) {
-        if (this.#released) return;
-        batch.length = 0;
-        if (this.drain(collect, RECORDS_CHUNK) === 0) break;
-        for (let i = 0; i < batch.length; i++) yield batch[i];
-      }
-    }
+  records<L extends AnyLayout>(layout: L): AsyncGenerator<RecordOf<L>> {
+    return decodedRecords({
+      wait: () => this.wait(),
+      drain: (fn, limit) => this.drain(fn, limit),
+      closed: () => this.#closing || this.#released,
+    }, (bytes, offset, length) => layout.decode(bytes, offset, length) as RecordOf<L>);
   }
 
   /**

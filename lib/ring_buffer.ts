@@ -32,6 +32,7 @@
 
 import { c } from "./_ffi.ts";
 import {
+  decodedRecords,
   EPOLL_EVENT_SIZE,
   epollAdd,
   epollCreate,
@@ -45,13 +46,11 @@ import {
 } from "./_wait.ts";
 import type { AnyLayout, RecordOf } from "./layout.ts";
 import type { BpfMap } from "./map.ts";
-import { checkRingSize, type RecordHandler, RingParser } from "./ring.ts";
+import { checkRingSize, RingParser } from "./ring.ts";
 
 export { checkRingSize, MAX_RING_SIZE, type RecordHandler } from "./ring.ts";
 
 const STOP_TOKEN = 1;
-/** How many records {@linkcode RingBuffer.records} decodes at a time. */
-const RECORDS_CHUNK = 256;
 
 /**
  * Called by {@linkcode RingBuffer.drain} once per record: the ring's bytes,
@@ -327,27 +326,11 @@ export class RingBuffer implements Disposable {
    */
   records<L extends AnyLayout>(layout: L): AsyncGenerator<RecordOf<L>> {
     this.#assertOpen();
-    return this.#records(layout);
-  }
-
-  async *#records<L extends AnyLayout>(layout: L): AsyncGenerator<RecordOf<L>> {
-    // Decode in small chunks: a storm's whole backlog decoded at once would
-    // keep thousands of records alive across garbage collections.
-    const batch: RecordOf<L>[] = [];
-    const collect: RecordHandler = (bytes, offset, length) => {
-      batch.push(layout.decode(bytes, offset, length) as RecordOf<L>);
-    };
-    let more = true;
-    while (more) {
-      if (this.#closing) return;
-      more = await this.wait();
-      for (;;) {
-        if (this.#released) return;
-        batch.length = 0;
-        if (this.drain(collect, RECORDS_CHUNK) === 0) break;
-        for (let i = 0; i < batch.length; i++) yield batch[i];
-      }
-    }
+    return decodedRecords({
+      wait: () => this.wait(),
+      drain: (fn, limit) => this.drain(fn, limit),
+      closed: () => this.#closing || this.#released,
+    }, (bytes, offset, length) => layout.decode(bytes, offset, length) as RecordOf<L>);
   }
 
   /** Stops waiting and unmaps the ring. Idempotent. */

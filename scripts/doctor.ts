@@ -14,6 +14,7 @@
 
 import { parseArgs, styleText } from "node:util";
 import { type Check, doctor, type DoctorReport, summaryLine } from "../lib/unlink/doctor.ts";
+import { errorLine, status } from "./_cli.ts";
 
 /** The help text. */
 export const USAGE = `Usage: sudo deno run --allow-ffi --allow-env scripts/doctor.ts [options]
@@ -75,10 +76,6 @@ function useColor(): boolean {
   return !Deno.env.get("NO_COLOR");
 }
 
-function stderr(line: string): void {
-  Deno.stderr.writeSync(new TextEncoder().encode(line + "\n"));
-}
-
 /**
  * The script's entry point, also for `trace.ts --doctor`: parses `argv`,
  * prints the report, and returns the exit status (0 the tracer can run,
@@ -97,8 +94,7 @@ export function main(argv: string[]): number {
       },
     }));
   } catch (error) {
-    const message = error instanceof Error ? error.message.split("\n")[0] : String(error);
-    stderr(`doctor: ${message}; run with --help for usage`);
+    status(`doctor: ${errorLine(error, "scripts/doctor.ts")}; run with --help for usage`);
     return 2;
   }
   if (values.help) {
@@ -110,7 +106,7 @@ export function main(argv: string[]): number {
     report = doctor();
   } catch (error) {
     // doctor() turns what it finds into checks; this is for what it could not foresee.
-    stderr(`doctor: ${error instanceof Error ? error.message.split("\n")[0] : String(error)}`);
+    status(`doctor: ${errorLine(error, "scripts/doctor.ts")}`);
     return 1;
   }
   console.log(values.json ? reportJson(report) : formatReport(report, useColor()));

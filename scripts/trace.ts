@@ -32,6 +32,14 @@ import {
   UnlinkTracer,
   type UnlinkTracerOptions,
 } from "../lib/unlink/mod.ts";
+import {
+  droppedEnvelope,
+  parseListenAddress,
+  type ServiceOptions,
+  ServiceOutputs,
+} from "../lib/unlink/service.ts";
+import { DEFAULT_MAX_COMMS } from "../lib/unlink/metrics.ts";
+import { DEFAULT_SYSLOG_QUEUE, parseSyslogUrl } from "../lib/unlink/syslog.ts";
 
 const USAGE = `Usage: sudo deno run --allow-ffi --allow-env scripts/trace.ts [options]
 
@@ -57,6 +65,16 @@ Options:
       --mode MODE        auto (default), ${ATTACH_METHODS.join(", ")}
       --ringbuf-size N   ring buffer bytes: a power of two from 4096 to 2G; K/M/G
                          suffixes allowed (default ${DEFAULT_RING_SIZE / 1024 / 1024}M)
+  -q, --quiet            no output on stdout (for --metrics or --syslog)
+      --metrics ADDR     serve Prometheus metrics on http://ADDR/metrics, e.g.
+                         127.0.0.1:9469 (needs --allow-net=ADDR)
+      --metrics-comms N  at most N distinct comm label values; the rest are
+                         counted as comm="other" (default ${DEFAULT_MAX_COMMS})
+      --syslog URL       send each event to syslog as RFC 5424 with the JSON
+                         line as MSG: udp://HOST:514, tcp://HOST:601 (needs
+                         --allow-net=HOST:PORT) or unix:///dev/log
+      --syslog-queue N   tcp: at most N messages wait for the relay, the rest
+                         are dropped and counted (default ${DEFAULT_SYSLOG_QUEUE})
   -v, --verbose          show libbpf's log
       --doctor           check whether the tracer can run here, and exit
                          (the same as scripts/doctor.ts; --json works too)
@@ -66,14 +84,17 @@ Text columns: TIME PID COMM RET LAT(us) FILENAME; RET is 0 or the errno name,
 FILENAME the absolute path (… starts one whose beginning was lost).
 State lines (attached via ..., lost N) go to stderr. Ctrl-C, SIGTERM, SIGHUP,
 --count and --duration all detach, print a summary and exit 0; so does a
-closed stdout (e.g. | head -1). Tracepoints need tracefs: if none is mounted,
-trace.ts mounts it at /sys/kernel/tracing.`;
+closed stdout (e.g. | head -1). With --metrics or --syslog, SIGHUP instead
+reconnects to the syslog relay and tracing goes on. Tracepoints need
+tracefs: if none is mounted, trace.ts mounts it at /sys/kernel/tracing.`;
 
 /** What the command line asks for. */
 export interface TraceArgs {
   tracer: UnlinkTracerOptions;
   json: boolean;
   rawNames: boolean;
+  quiet: boolean;
+  service: Omit<ServiceOptions, "method" | "ringBufferSize" | "onState">;
   count?: number;
   durationMs?: number;
   verbose: boolean;
@@ -111,6 +132,16 @@ function ringSize(text: string | undefined): number | undefined {
   return n;
 }
 
+/** `parse(text)`, with its TypeError as a {@linkcode UsageError}. */
+function usage<T>(parse: (text: string) => T, text: string): T {
+  try {
+    return parse(text);
+  } catch (error) {
+    if (error instanceof TypeError) throw new UsageError(error.message);
+    throw error;
+  }
+}
+
 /** Parses the command line; throws {@linkcode UsageError} on anything wrong. */
 export function parseTraceArgs(args: string[]): TraceArgs {
   let values;
@@ -136,6 +167,11 @@ export function parseTraceArgs(args: string[]): TraceArgs {
         mode: { type: "string" },
         "ringbuf-size": { type: "string" },
         verbose: { type: "boolean", short: "v" },
+        quiet: { type: "boolean", short: "q" },
+        metrics: { type: "string" },
+        "metrics-comms": { type: "string" },
+        syslog: { type: "string" },
+        "syslog-queue": { type: "string" },
         doctor: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
@@ -192,6 +228,15 @@ export function parseTraceArgs(args: string[]): TraceArgs {
     },
     json: values.json ?? false,
     rawNames: values["raw-names"] ?? false,
+    quiet: values.quiet ?? false,
+    service: {
+      metrics: values.metrics === undefined ? undefined : usage(parseListenAddress, values.metrics),
+      maxComms: integer("--metrics-comms", values["metrics-comms"], 1, 1_000_000),
+      syslog: values.syslog === undefined
+        ? undefined
+        : (usage(parseSyslogUrl, values.syslog), values.syslog),
+      syslogQueue: integer("--syslog-queue", values["syslog-queue"], 1, 10_000_000),
+    },
     count: integer("--count", values.count, 1, Number.MAX_SAFE_INTEGER),
     durationMs,
     verbose: values.verbose ?? false,
@@ -217,26 +262,42 @@ export async function trace(args: TraceArgs): Promise<number> {
     rawNames: args.rawNames,
   });
 
+  const { method, skipped, probes } = tracer;
+  const attach = envelope("attach", { schema: 2, method, skipped, probes });
+  const outputs = ServiceOutputs.open({
+    ...args.service,
+    method,
+    ringBufferSize: tracer.ringBufferSize,
+    onState: status,
+    cgroupName: (id) => tracer.cgroupName(id),
+  }, attach);
   const stop = () => tracer.stop();
-  for (const signal of STOP_SIGNALS) Deno.addSignalListener(signal, stop);
+  // A service reopens its outputs on SIGHUP; a terminal's hangup stops.
+  const stopSignals = STOP_SIGNALS.filter((s) => !outputs || s !== "SIGHUP");
+  const reopen = () => (outputs?.reopen(), status("SIGHUP: reopening outputs"));
+  for (const signal of stopSignals) Deno.addSignalListener(signal, stop);
+  if (outputs) Deno.addSignalListener("SIGHUP", reopen);
   const timer = args.durationMs === undefined ? undefined : setTimeout(stop, args.durationMs);
-  // A reader that went away (`| head -1`) is noticed even when no event comes.
-  const watch = setInterval(() => outputClosed(1) && stop(), CLOSED_CHECK_MS);
+  // A reader that went away (`| head -1`) is noticed even when no event comes;
+  // with --quiet nothing goes there, so a service outlives a restarted journal.
+  const watch = setInterval(() => !args.quiet && outputClosed(1) && stop(), CLOSED_CHECK_MS);
   let stdoutClosed = false;
 
   // Readers wait for these lines before they act: they go out at once.
-  const { method, skipped, probes } = tracer;
   status(attachText(method, skipped, probes));
-  if (args.json) out.line(envelope("attach", { schema: 2, method, skipped, probes }));
+  if (args.quiet) { /* nothing on stdout */ }
+  else if (args.json) out.line(attach);
   else out.line(color ? styleText("bold", TEXT_HEADER, { validateStream: false }) : TEXT_HEADER);
 
   let events = 0;
   const limit = args.count ?? Infinity;
   const onRecord = (bytes: Uint8Array, offset: number) => {
     if (events >= limit) return;
+    outputs?.record(bytes, offset);
+    if (args.quiet) { /* counted and sent only */ }
     // A terminal gets colour through the string formatter; pipes and files
     // get bytes written straight from the ring.
-    if (color) out.line(formatText(unlinkEvent.decode(bytes, offset), red, args.rawNames));
+    else if (color) out.line(formatText(unlinkEvent.decode(bytes, offset), red, args.rawNames));
     else out.record(bytes, offset);
     if (++events === limit) stop();
   };
@@ -246,10 +307,17 @@ export async function trace(args: TraceArgs): Promise<number> {
     for (;;) {
       const more = await tracer.wait();
       tracer.drain(onRecord);
+      outputs?.drained();
       const lost = tracer.newlyLost();
+      if (lost > 0) outputs?.lost(lost);
       if (lost > 0) {
-        if (args.json) out.line(envelope("lost", { count: lost }));
+        if (args.json && !args.quiet) out.line(envelope("lost", { count: lost }));
         else status(`lost ${lost} events (ring buffer full; try a larger --ringbuf-size)`);
+      }
+      const dropped = outputs?.flush() ?? 0;
+      if (dropped > 0) {
+        if (args.json && !args.quiet) out.line(droppedEnvelope(dropped));
+        else status(`syslog: dropped ${dropped} events (relay unreachable or queue full)`);
       }
       out.flush();
       if (!more) break;
@@ -260,19 +328,25 @@ export async function trace(args: TraceArgs): Promise<number> {
   } finally {
     clearTimeout(timer);
     clearInterval(watch);
-    for (const signal of STOP_SIGNALS) Deno.removeSignalListener(signal, stop);
+    for (const signal of stopSignals) Deno.removeSignalListener(signal, stop);
+    if (outputs) Deno.removeSignalListener("SIGHUP", reopen);
+    tracer.stop();
+    await outputs?.close();
   }
-  tracer.stop();
   const lost = tracer.lost;
-  if (args.json && !stdoutClosed && !outputClosed(1)) {
+  const extra = outputs?.summary() ?? {};
+  if (args.json && !args.quiet && !stdoutClosed && !outputClosed(1)) {
     try {
-      out.line(envelope("summary", { events, lost }));
+      out.line(envelope("summary", { events, lost, ...extra }));
       out.flush();
     } catch (error) {
       if (!(error instanceof Deno.errors.BrokenPipe)) throw error;
     }
   }
-  status(`${events} events, ${lost} lost`);
+  const drops = extra.syslog_dropped === undefined
+    ? ""
+    : `, ${extra.syslog_dropped} not sent to syslog`;
+  status(`${events} events, ${lost} lost${drops}`);
   return 0;
 }
 

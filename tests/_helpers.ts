@@ -6,8 +6,9 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 import { unlinkEvent } from "../mod.ts";
-import { UNLINK_F_PATH_UNRESOLVED } from "../lib/unlink/mod.ts";
+import { cgroupIdOf, UNLINK_F_PATH_UNRESOLVED } from "../lib/unlink/mod.ts";
 
 const CI = Deno.env.get("CI") === "true";
 const root = new URL("..", import.meta.url).pathname;
@@ -268,4 +269,77 @@ export function compileFixture(name: string): Promise<Uint8Array> {
     compiled.set(name, bytes);
   }
   return bytes;
+}
+
+/** Where a process runs, as the event's attribution fields report it, read from /proc. */
+export interface Whereabouts {
+  /** Its comm (its main thread's name). */
+  comm: string;
+  /** Its login uid (4294967295: unset). */
+  auid: number;
+  /** Its cgroup v2 path (null with no cgroup2 mount) and id (1, the root's, then). */
+  cgroup: string | null;
+  cgroupId: number;
+  /** Its mount namespace's inode number. */
+  mntns: number;
+}
+
+/** The attribution fields an event of process `pid` must carry. */
+export function whereIs(pid: number): Whereabouts {
+  const read = (name: string) => Deno.readTextFileSync(`/proc/${pid}/${name}`).trim();
+  const v2 = read("cgroup").split("\n").find((l) => l.startsWith("0::"))?.slice(3);
+  const mounted = v2 !== undefined && read("mountinfo").includes(" - cgroup2 ");
+  return {
+    comm: read("comm"),
+    auid: Number(read("loginuid")),
+    cgroup: mounted ? v2 : null,
+    cgroupId: mounted ? Number(cgroupIdOf(v2)) : 1,
+    mntns: Number(/\[(\d+)\]/.exec(Deno.readLinkSync(`/proc/${pid}/ns/mnt`))![1]),
+  };
+}
+
+/** A file's device as events report it (`"major:minor"`), from its stat. */
+export function devOf(st: Deno.FileInfo): string {
+  const dev = st.dev;
+  return `${(dev >>> 8) & 0xfff}:${(dev & 0xff) | ((dev >>> 12) & 0xfff00)}`;
+}
+
+/** What a finished subprocess printed, and how it ended. */
+export interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `deno ...args` to completion with its output piped (and NO_COLOR). */
+export async function runDeno(args: string[], env: Record<string, string> = {}): Promise<Run> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args,
+    env: { NO_COLOR: "1", ...env },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder();
+  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+}
+
+/**
+ * Runs TypeScript `source` as a script of its own in a fresh Deno with -A
+ * (plus `flags`, such as `--v8-flags=--expose-gc`), with `args`; fails the
+ * test if it fails, and returns its stdout parsed as JSON.
+ */
+export async function runSnippet(
+  source: string,
+  flags: string[] = [],
+  args: string[] = [],
+): Promise<unknown> {
+  const file = Deno.makeTempFileSync({ suffix: ".ts" });
+  Deno.writeTextFileSync(file, source);
+  try {
+    const out = await runDeno(["run", "-A", "--no-check", ...flags, file, ...args]);
+    assert.equal(out.code, 0, out.stderr);
+    return JSON.parse(out.stdout);
+  } finally {
+    Deno.removeSync(file);
+  }
 }

@@ -6,29 +6,18 @@
  */
 
 import assert from "node:assert/strict";
-import { readUntil, ROOT, TEST_MODE } from "./_helpers.ts";
+import { readUntil, ROOT, type Run, runDeno, TEST_MODE } from "./_helpers.ts";
+
+export type { Run };
 
 /** The documented least permissions of scripts/trace.ts. */
 export const PERMS = ["--allow-ffi", "--allow-env"];
 
 export const SCRIPT = `${ROOT}scripts/trace.ts`;
 
-export interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs trace.ts to completion with no kernel involvement expected. */
-export async function runScript(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...PERMS, SCRIPT, ...args],
-    env: { NO_COLOR: "1", ...env },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder();
-  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+export function runScript(args: string[], env: Record<string, string> = {}): Promise<Run> {
+  return runDeno(["run", ...PERMS, SCRIPT, ...args], env);
 }
 
 /**

@@ -1,7 +1,7 @@
 /** The committed BPF objects and their embedding modules are what the source builds. */
 
 import assert from "node:assert/strict";
-import { ROOT } from "./_helpers.ts";
+import { ROOT, runDeno } from "./_helpers.ts";
 
 const hasClang = (() => {
   try {
@@ -17,20 +17,10 @@ Deno.test({
   name: "the committed *.bpf.o and *_bpf.ts of bpf/ and examples/ match a fresh build of their C",
   ignore: !hasClang && !CI,
   fn: async () => {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-read",
-        "--allow-write",
-        "--allow-run",
-        `${ROOT}bpf/build.ts`,
-        "--check",
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const text = new TextDecoder();
-    assert.ok(out.success, text.decode(out.stderr) || "clang missing?");
-    assert.match(text.decode(out.stdout), /committed objects match a fresh build/);
+    const out = await runDeno(
+      ["run", "--allow-read", "--allow-write", "--allow-run", `${ROOT}bpf/build.ts`, "--check"],
+    );
+    assert.equal(out.code, 0, out.stderr || "clang missing?");
+    assert.match(out.stdout, /committed objects match a fresh build/);
   },
 });

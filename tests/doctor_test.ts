@@ -18,27 +18,14 @@ import {
 } from "../lib/unlink/doctor.ts";
 import { formatCheck } from "../scripts/doctor.ts";
 import { ATTACH_METHODS, AttachError, libbpfVersionString, UnlinkTracer } from "../mod.ts";
-import { AUTO_METHOD, kernelTest, ROOT } from "./_helpers.ts";
+import { AUTO_METHOD, kernelTest, ROOT, type Run, runDeno } from "./_helpers.ts";
 
 const SCRIPT = `${ROOT}scripts/doctor.ts`;
 /** The permissions the script's usage documents, and no more. */
 const LEAST = ["--allow-ffi", "--allow-env"];
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function runDoctor(args: string[], permissions = LEAST): Promise<Run> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...permissions, SCRIPT, ...args],
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder();
-  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+function runDoctor(args: string[], permissions = LEAST): Promise<Run> {
+  return runDeno(["run", ...permissions, SCRIPT, ...args]);
 }
 
 async function unameR(): Promise<string> {
@@ -271,13 +258,9 @@ Deno.test("the summary names the method auto picks and why the better ones faile
 kernelTest(
   "trace.ts --doctor --json gives the doctor's report, with trace.ts's permissions",
   async () => {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", ...LEAST, `${ROOT}scripts/trace.ts`, "--doctor", "--json"],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-    const report = JSON.parse(new TextDecoder().decode(out.stdout)) as DoctorReport;
+    const out = await runDeno(["run", ...LEAST, `${ROOT}scripts/trace.ts`, "--doctor", "--json"]);
+    assert.equal(out.code, 0, out.stderr);
+    const report = JSON.parse(out.stdout) as DoctorReport;
     assert.equal(report.auto, report.methods.find((m) => m.ok)?.method);
     if (AUTO_METHOD) assert.equal(report.auto, AUTO_METHOD);
   },

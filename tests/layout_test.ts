@@ -71,7 +71,7 @@ Deno.test("unlinkEvent decodes every field of struct unlink_event", () => {
     argv_len: 3,
     path_len: 4,
     _pad: 0,
-    argv: [0x72, 0x6d, 0, ...new Array(253).fill(0)],
+    argv: new Uint8Array([0x72, 0x6d, 0, ...new Array(253).fill(0)]),
     path: "/a/b",
   });
 });

@@ -1,13 +1,12 @@
 /**
  * Hostile file names through the whole path: real files unlinked by a child,
  * traced by scripts/trace.ts in the attach mode under test, read back from its
- * JSON and text output. Names longer than the 255 bytes kept must be marked,
- * names that are not UTF-8 recoverable to the byte, control characters
- * harmless.
+ * JSON and text output. Names longer than the 255 bytes kept must be marked
+ * (and their absolute paths whole), names that are not UTF-8 recoverable to
+ * the byte, in `filename` and `path`, control characters harmless.
  */
 
 import assert from "node:assert/strict";
-import { TRUNCATED_MARK } from "../lib/unlink/mod.ts";
 import { EXPECTED_METHOD, kernelTest, scratch, spawnUnlinker } from "./_helpers.ts";
 import { type Run, traceWhile } from "./_trace.ts";
 
@@ -22,7 +21,9 @@ interface Case {
   ops: string[];
   /** The `filename`, `filename_truncated` and `filename_b64` of its JSON event. */
   json: { filename: string; filename_truncated?: true; filename_b64?: string };
-  /** Its FILENAME column in text mode. */
+  /** Its `path`, and `path_b64` if it must be there (the same bytes as `bytes`). */
+  path: string;
+  /** Its FILENAME column in text mode: the absolute path, escaped. */
   text: string;
   /** The bytes `filename_b64` must decode to, if it must be there. */
   bytes?: Uint8Array;
@@ -71,19 +72,22 @@ function hostileFiles(): { dir: string; cases: Case[] } {
         what: "exactly 255 bytes",
         ops: [`unlink:${exact}`],
         json: { filename: exact },
+        path: exact,
         text: exact,
       },
       {
         what: "256 bytes",
         ops: [`unlinkat:${justOver}`],
         json: { filename: justOver.slice(0, KEPT), filename_truncated: true },
-        text: justOver.slice(0, KEPT) + TRUNCATED_MARK,
+        path: justOver,
+        text: justOver,
       },
       {
         what: "300 bytes in nested directories",
         ops: [`unlink:${long}`],
         json: { filename: long.slice(0, KEPT), filename_truncated: true },
-        text: long.slice(0, KEPT) + TRUNCATED_MARK,
+        path: long,
+        text: long,
       },
       {
         what: "cut in the middle of a character",
@@ -93,13 +97,15 @@ function hostileFiles(): { dir: string; cases: Case[] } {
           filename_truncated: true,
           filename_b64: splitKept.toBase64(),
         },
-        text: `${split.slice(0, KEPT - 1)}\\xc3${TRUNCATED_MARK}`,
+        path: split,
+        text: split,
         bytes: splitKept,
       },
       {
         what: "not UTF-8",
         ops: [`touchhex:${hex(bad)}`, `unlinkhex:${hex(bad)}`],
         json: { filename: `${dir}/bad\ufffd\ufffd.txt`, filename_b64: bad.toBase64() },
+        path: `${dir}/bad\ufffd\ufffd.txt`,
         text: `${dir}/bad\\xff\\xfe.txt`,
         bytes: bad,
       },
@@ -107,6 +113,7 @@ function hostileFiles(): { dir: string; cases: Case[] } {
         what: "newline, escape and DEL",
         ops: [`unlinkat:${control}`],
         json: { filename: control },
+        path: control,
         text: `${dir}/new\\x0aline\\x1b[31mred\\x7f`,
       },
     ],
@@ -153,12 +160,16 @@ kernelTest(
       const names = Object.fromEntries(Object.entries(e).filter(([k]) => k.startsWith("filename")));
       assert.deepEqual(names, c.json, c.what);
       if (c.bytes) assert.deepEqual(Uint8Array.fromBase64(e.filename_b64), c.bytes, c.what);
+      // The absolute path is whole on every method: its name is the caller's, or the file's own.
+      assert.deepEqual([e.path, e.path_status], [c.path, "ok"], c.what);
+      const pathBytes = e.path_b64 ? Uint8Array.fromBase64(e.path_b64) : undefined;
+      assert.deepEqual(pathBytes, c.what === "not UTF-8" ? c.bytes : undefined, c.what);
     });
   },
 );
 
 kernelTest(
-  "trace.ts text lines mark cut names and show bad bytes and control characters as \\xNN",
+  "trace.ts text lines show whole absolute paths, and bad bytes and control characters as \\xNN",
   async () => {
     const { run, cases, pid } = await traceHostile([]);
     const [, ...rows] = run.stdout.trimEnd().split("\n");

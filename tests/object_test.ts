@@ -1,7 +1,7 @@
 /** BpfObject and Link lifetimes on the real kernel. */
 
 import assert from "node:assert/strict";
-import { kernelTest, ROOT } from "./_helpers.ts";
+import { kernelTest, ROOT, runSnippet } from "./_helpers.ts";
 
 kernelTest(
   "an attached object dropped without close() is freed by garbage collection",
@@ -22,17 +22,7 @@ const before = bpfFds();
 for (let i = 0; i < 5; i++) { globalThis.gc(); await new Promise((r) => setTimeout(r, 20)); }
 console.log(JSON.stringify([before, bpfFds()]));
 `;
-    const file = Deno.makeTempFileSync({ suffix: ".ts" });
-    Deno.writeTextFileSync(file, script);
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--no-check", "--v8-flags=--expose-gc", file],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    Deno.removeSync(file);
-    const text = new TextDecoder();
-    assert.ok(out.success, text.decode(out.stderr));
-    const [before, after] = JSON.parse(text.decode(out.stdout));
+    const [before, after] = await runSnippet(script, ["--v8-flags=--expose-gc"]) as number[];
     assert.ok(before > 0, "the object and its link hold BPF fds while reachable");
     assert.equal(after, 0, "collected without close(): every BPF fd is released");
   },

@@ -7,7 +7,15 @@
 import assert from "node:assert/strict";
 import { BpfObject, defineLayout, ensureTracefs, type Link, type RecordOf } from "../mod.ts";
 import { PerfBuffer } from "../lib/perf_buffer.ts";
-import { compileFixture, fdCount, kernelTest, ROOT, scratch, spawnUnlinker } from "./_helpers.ts";
+import {
+  compileFixture,
+  fdCount,
+  kernelTest,
+  ROOT,
+  runSnippet,
+  scratch,
+  spawnUnlinker,
+} from "./_helpers.ts";
 
 const perfSample = defineLayout("perf_sample", 64, {
   seq: ["u64", 0],
@@ -266,17 +274,10 @@ for (let i = 0; i < 20 && fds() + maps() > 0; i++) {
 console.log(JSON.stringify({ before, after: [fds(), maps()] }));
 obj.close();
 `;
-  const file = Deno.makeTempFileSync({ suffix: ".ts" });
   const object = Deno.makeTempFileSync({ suffix: ".bpf.o" });
-  Deno.writeTextFileSync(file, script);
   Deno.writeFileSync(object, await fixtureBytes());
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--v8-flags=--expose-gc", file, object],
-  }).output();
-  Deno.removeSync(file);
-  Deno.removeSync(object);
-  assert.ok(out.success, new TextDecoder().decode(out.stderr));
-  const { before, after } = JSON.parse(new TextDecoder().decode(out.stdout));
+  const { before, after } = await runSnippet(script, ["--v8-flags=--expose-gc"], [object])
+    .finally(() => Deno.removeSync(object)) as { before: number[]; after: number[] };
   assert.ok(before[0] > 0 && before[0] === before[1], "the dropped reader had mapped its rings");
   assert.deepEqual(after, [0, 0]);
 });

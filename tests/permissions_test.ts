@@ -4,18 +4,11 @@
  */
 
 import assert from "node:assert/strict";
-import { kernelTest, ROOT, TEST_MODE } from "./_helpers.ts";
+import { kernelTest, ROOT, runDeno, TEST_MODE } from "./_helpers.ts";
 import { SCRIPT } from "./_trace.ts";
 
-async function run(script: string, perms: string[], args: string[]) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...perms, script, ...args],
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder();
-  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+function run(script: string, perms: string[], args: string[]) {
+  return runDeno(["run", ...perms, script, ...args]);
 }
 
 const EVERY_FLAG_BUT_ALL = [

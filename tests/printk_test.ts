@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { UnlinkTracer } from "../mod.ts";
-import { AUTO_METHOD, kernelTest, readUntil, ROOT, scratch } from "./_helpers.ts";
+import { AUTO_METHOD, kernelTest, readUntil, ROOT, runDeno, scratch } from "./_helpers.ts";
 
 const SCRIPT = `${ROOT}scripts/printk.ts`;
 
@@ -25,12 +25,8 @@ kernelTest(
   "printk.ts shows an rm as an enter line and an exit line, and exits 0 on Ctrl-C",
   async () => {
     if (!fentryWorks()) {
-      const out = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "--allow-ffi", "--allow-env", SCRIPT],
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const stderr = new TextDecoder().decode(out.stderr);
+      const out = await runDeno(["run", "--allow-ffi", "--allow-env", SCRIPT]);
+      const stderr = out.stderr;
       assert.equal(out.code, 1);
       assert.match(
         stderr,

@@ -9,7 +9,15 @@ import { BpfError } from "../lib/errors.ts";
 import { BpfObject } from "../lib/object.ts";
 import { MAX_RING_SIZE, RingBuffer } from "../lib/ring_buffer.ts";
 import { ensureTracefs } from "../mod.ts";
-import { compileFixture, fdCount, kernelTest, ROOT, scratch, spawnUnlinker } from "./_helpers.ts";
+import {
+  compileFixture,
+  fdCount,
+  kernelTest,
+  ROOT,
+  runSnippet,
+  scratch,
+  spawnUnlinker,
+} from "./_helpers.ts";
 
 const TRACEPOINTS = ["tp_enter_unlink", "tp_enter_unlinkat", "tp_exit_unlink", "tp_exit_unlinkat"];
 const GiB = 2 ** 30;
@@ -163,7 +171,7 @@ kernelTest("close() inside a drain handler stops the drain and unmaps the ring o
 });
 
 /** Runs `body` in a child Deno with the unlink object's ring loaded as `obj`; returns its JSON. */
-async function child(body: string, v8Flags: string[] = []): Promise<Record<string, unknown>> {
+function child(body: string, v8Flags: string[] = []): Promise<Record<string, unknown>> {
   const script = `
 import { UNLINK_BPF_O } from "${ROOT}bpf/unlink_bpf.ts";
 import { BpfObject, RingBuffer } from "${ROOT}mod.ts";
@@ -183,20 +191,7 @@ obj.load();
 ${body}
 obj.close();
 `;
-  const file = Deno.makeTempFileSync({ suffix: ".ts" });
-  Deno.writeTextFileSync(file, script);
-  try {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--no-check", ...v8Flags, file],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const text = new TextDecoder();
-    assert.ok(out.success, text.decode(out.stderr));
-    return JSON.parse(text.decode(out.stdout));
-  } finally {
-    Deno.removeSync(file);
-  }
+  return runSnippet(script, v8Flags) as Promise<Record<string, unknown>>;
 }
 
 kernelTest("a reader dropped without close() releases its fds and mappings after GC", async () => {

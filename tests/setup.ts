@@ -25,6 +25,8 @@ const NEEDS: [pkg: string, probe: string, why: string][] = [
   ["cpio", "/usr/bin/cpio", "packing the VM's initramfs"],
   ["kmod", "/usr/sbin/depmod", "ordering the VM's kernel modules"],
   ["xz-utils", "/usr/bin/xz", "unpacking the VM's kernel modules"],
+  ["prometheus", "/usr/bin/prometheus", "scraping trace.ts --metrics in the metrics tests"],
+  ["rsyslog", "/usr/sbin/rsyslogd", "receiving trace.ts --syslog in the syslog tests"],
 ];
 
 function has(path: string): boolean {

@@ -166,7 +166,7 @@ test("layoutFromBtf reads nested structs, arrays and a tail alike from the file 
     counts: [1, 2, 3, 4],
     cpu: 1,
     kind: 2,
-    addr: [1, 2, 3, 4, 5],
+    addr: new Uint8Array([1, 2, 3, 4, 5]),
     comm: "x",
   };
   assert.deepEqual(ev.decode(ev.encode(full)), full);

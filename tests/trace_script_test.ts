@@ -6,25 +6,26 @@
 import assert from "node:assert/strict";
 import { parseTraceArgs, UsageError } from "../scripts/trace.ts";
 import {
+  devOf,
   EXPECTED_METHOD,
   kernelTest,
   readUntil,
+  ROOT,
   scratch,
   spawnBurst,
   spawnUnlinker,
   TEST_MODE,
+  whereIs,
 } from "./_helpers.ts";
 import { orphanedPrograms, PERMS, runScript, SCRIPT, traceWhile } from "./_trace.ts";
 
 kernelTest(
   "trace.ts --json prints the attach, event and summary envelope, exits 0 and leaves no program behind",
   async () => {
-    const dir = scratch(["a", "b"]);
-    const child = await spawnUnlinker([
-      `unlink:${dir}/a`,
-      `unlinkat:${dir}/b`,
-      `unlinkat:${dir}/missing`,
-    ]);
+    const dir = Deno.realPathSync(scratch(["a", "b"]));
+    const ops = [`unlink:${dir}/a`, `unlinkat:${dir}/b`, `unlinkat:${dir}/missing`];
+    const inodes = ["a", "b"].map((name) => Deno.statSync(`${dir}/${name}`));
+    const child = await spawnUnlinker(ops);
     const run = await traceWhile(
       ["--json", "-p", String(child.pid), "-n", "dbpf_unlinker"],
       async () => {
@@ -42,13 +43,22 @@ kernelTest(
     assert.match(run.stderr, new RegExp(`^attached via ${attach.data.method}`, "m"));
 
     const events = rest.filter((l) => l.type === "event").map((l) => l.data);
+    // Only fentry and kprobe see the file itself, and only where the name existed.
+    const looksUp = attach.data.method !== "tracepoint";
+    const inode = (i: number) => {
+      const st = inodes[i];
+      return looksUp && st
+        ? { ino: st.ino, dev: devOf(st), type: "file", size: 0, nlink_after: 0 }
+        : { ino: null, dev: null, type: null, size: null, nlink_after: null };
+    };
+    const where = whereIs(Deno.pid);
     assert.deepEqual(
       events.map(({ time: _t, latency_ns: _l, ...fixed }) => fixed),
       [
         ["a", 0, null],
         ["b", 0, null],
         ["missing", -2, "ENOENT"],
-      ].map(([name, ret, error]) => ({
+      ].map(([name, ret, error], i) => ({
         pid: child.pid,
         tid: child.pid,
         uid: 0,
@@ -56,6 +66,19 @@ kernelTest(
         filename: `${dir}/${name}`,
         ret,
         error,
+        op: "unlink",
+        path: `${dir}/${name}`,
+        path_status: "ok",
+        dfd: "AT_FDCWD",
+        ...inode(i),
+        ppid: Deno.pid,
+        pcomm: where.comm,
+        auid: where.auid,
+        cgroup_id: where.cgroupId,
+        cgroup: where.cgroup,
+        container: null,
+        mntns: where.mntns,
+        argv: [Deno.execPath(), "run", "-A", `${ROOT}tests/_unlinker.ts`, ...ops],
       })),
     );
     for (const e of events) {
@@ -377,8 +400,16 @@ Deno.test("parseTraceArgs maps flags to tracer options", () => {
       failedOnly: true,
       mode: "kprobe",
       ringBufferSize: 65536,
+      tid: undefined,
+      cgroup: undefined,
+      paths: undefined,
+      rmdir: false,
+      rename: false,
     },
     json: true,
+    rawNames: false,
+    quiet: false,
+    service: { metrics: undefined, maxComms: undefined, syslog: undefined, syslogQueue: undefined },
     count: 5,
     durationMs: 1500,
     verbose: true,
@@ -392,10 +423,68 @@ Deno.test("parseTraceArgs maps flags to tracer options", () => {
     failedOnly: false,
     mode: "auto",
     ringBufferSize: undefined,
+    tid: undefined,
+    cgroup: undefined,
+    paths: undefined,
+    rmdir: false,
+    rename: false,
   });
+  const which = parseTraceArgs([
+    "--tid",
+    "7",
+    "--cgroup",
+    "/x.scope",
+    "--path",
+    "/etc",
+    "--path",
+    "/var/log/",
+    "--rmdir",
+    "--rename",
+    "--raw-names",
+  ]);
+  assert.deepEqual(
+    [which.tracer.tid, which.tracer.cgroup, which.tracer.paths, which.tracer.rmdir],
+    [7, "/x.scope", ["/etc", "/var/log/"], true],
+  );
+  assert.deepEqual([which.tracer.rename, which.rawNames], [true, true]);
+  for (
+    const bad of [
+      ["--path", "relative"],
+      ["--path", "/" + "x".repeat(255)],
+      [..."12345678".split("").flatMap((n) => ["--path", `/p${n}`]), "--path", "/p9"],
+      ["--rename", "--mode", "tracepoint"],
+      ["--tid", "0"],
+    ]
+  ) {
+    assert.throws(() => parseTraceArgs(bad), UsageError, bad.join(" "));
+  }
   assert.equal(parseTraceArgs(["--ringbuf-size", "4M"]).tracer.ringBufferSize, 4 * 1024 * 1024);
   assert.throws(() => parseTraceArgs(["-n", "sixteen_bytes_xx"]), UsageError);
   assert.throws(() => parseTraceArgs(["--ringbuf-size", "2048"]), UsageError);
   assert.equal(parseTraceArgs(["--ringbuf-size", "1G"]).tracer.ringBufferSize, 2 ** 30);
   assert.equal(parseTraceArgs(["--ringbuf-size", "2G"]).tracer.ringBufferSize, 2 ** 31);
+});
+
+Deno.test("parseTraceArgs maps the service flags, and rejects bad addresses in one line", () => {
+  const args = parseTraceArgs([
+    "-q",
+    "--metrics",
+    ":9469",
+    "--metrics-comms",
+    "20",
+    "--syslog",
+    "tcp://127.0.0.1:601",
+    "--syslog-queue",
+    "500",
+  ]);
+  assert.equal(args.quiet, true);
+  assert.deepEqual(args.service, {
+    metrics: { hostname: "0.0.0.0", port: 9469 },
+    maxComms: 20,
+    syslog: "tcp://127.0.0.1:601",
+    syslogQueue: 500,
+  });
+  assert.throws(() => parseTraceArgs(["--metrics", "9469"]), /is not HOST:PORT/);
+  assert.throws(() => parseTraceArgs(["--syslog", "syslog.example:514"]), /Bad syslog URL/);
+  assert.throws(() => parseTraceArgs(["--metrics-comms", "0"]), /--metrics-comms needs/);
 });

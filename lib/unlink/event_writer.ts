@@ -19,6 +19,7 @@ import {
   UNLINK_F_ARGV_TRUNCATED,
   UNLINK_F_INODE,
   UNLINK_F_NAME_TRUNCATED,
+  UNLINK_F_PATH_HEAD,
   UNLINK_F_PATH_JOINED,
   UNLINK_F_PATH_PARTIAL,
   UNLINK_F_PATH_TRUNCATED,
@@ -33,7 +34,7 @@ const [COMM, COMM_LEN] = [F.comm[1], 16];
 const [FILENAME, FILENAME_LEN] = [F.filename[1], 256];
 const [PCOMM, ARGV, PATH] = [F.pcomm[1], F.argv[1], unlinkEvent.size];
 /** Records with these flags take the string path. */
-const SLOW = UNLINK_F_NAME_TRUNCATED | UNLINK_F_ARGV_TRUNCATED;
+const SLOW = UNLINK_F_NAME_TRUNCATED | UNLINK_F_ARGV_TRUNCATED | UNLINK_F_PATH_HEAD;
 const CUT = UNLINK_F_PATH_TRUNCATED | UNLINK_F_PATH_PARTIAL;
 const AT_FDCWD = -100;
 
@@ -377,7 +378,10 @@ export class EventWriter {
     const v = this.#viewOf(bytes);
     const at = bytes.byteOffset + offset;
     const flags = v.getUint32(at + F.flags[1], true);
-    if (flags & UNLINK_F_NAME_TRUNCATED || v.getUint16(at + F.op[1], true) !== 0) {
+    if (
+      flags & (UNLINK_F_NAME_TRUNCATED | UNLINK_F_PATH_HEAD) ||
+      v.getUint16(at + F.op[1], true) !== 0
+    ) {
       return this.#slow(start, bytes, offset);
     }
     const ret = v.getInt32(at + F.ret[1], true);

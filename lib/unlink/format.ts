@@ -3,20 +3,21 @@
  * per line, in a stable envelope, for programs.
  *
  * JSON envelope (one object per line):
- * - `{"type":"attach","data":{"method":"tracepoint","skipped":[{"method":"fentry","reason":"..."}]}}`
- * - `{"type":"event","data":{"time":"2026-11-25T16:01:02.345Z","pid":1,"tid":1,"uid":0,"comm":"rm","filename":"/tmp/x","ret":0,"error":null,"latency_ns":1234}}`
+ * - `{"type":"attach","data":{"schema":2,"method":"tracepoint","skipped":[{"method":"fentry","reason":"..."}],"probes":[...]}}`
+ * - `{"type":"event","data":{...}}`: the fields of {@linkcode EventJson}, in that order
  * - `{"type":"lost","data":{"count":3}}`: that many more events were lost since the last such line
  * - `{"type":"summary","data":{"events":10,"lost":3}}`
  *
- * File names, as the caller passed them, are kept to their first 255 bytes.
- * Two `event` fields, right after `filename`, appear only when needed:
- * - `"filename_truncated":true` when the name was longer and was cut;
- * - `"filename_b64":"..."` when the name is not valid UTF-8: its exact bytes
- *   (the 255 kept, if cut), base64-encoded. `filename` then has U+FFFD in place
- *   of each invalid sequence, so only `filename_b64` gives the real name.
+ * File names, as the caller passed them, are kept to their first 255 bytes;
+ * `filename_truncated` and `filename_b64` (and the same for `argv`, and
+ * `path_b64` for the absolute path) appear only when a name was cut or is not
+ * valid UTF-8. The absolute `path` comes with a `path_status` that says how
+ * far to trust it ({@linkcode pathStatus}).
  *
- * Text lines escape control characters and each byte that is not part of
- * valid UTF-8 as `\xNN`, and end a cut name with {@linkcode TRUNCATED_MARK}.
+ * Text lines show the absolute path (or the name as passed), escape control
+ * characters and each byte that is not part of valid UTF-8 as `\xNN`, start
+ * a path whose beginning was lost with `…`, and end a cut name with
+ * {@linkcode TRUNCATED_MARK}.
  *
  * @module
  */
@@ -32,6 +33,7 @@ import {
   UNLINK_F_ARGV_TRUNCATED,
   UNLINK_F_INODE,
   UNLINK_F_NAME_TRUNCATED,
+  UNLINK_F_PATH_HEAD,
   UNLINK_F_PATH_JOINED,
   UNLINK_F_PATH_PARTIAL,
   UNLINK_F_PATH_TRUNCATED,
@@ -209,6 +211,7 @@ function nameText(e: UnlinkEvent, rawNames: boolean): string {
   const op = e.op === 0 ? "" : `[${OPS[e.op] ?? e.op}] `;
   if (path === null) return op + filenameText(e);
   const text = e.path_bytes ? escapeBytes(e.path_bytes) : escapeControl(path);
+  if (e.flags & UNLINK_F_PATH_HEAD) return op + text + TRUNCATED_MARK;
   const cut = e.flags & (UNLINK_F_PATH_TRUNCATED | UNLINK_F_PATH_PARTIAL);
   return op + (cut ? `…${text}` : text);
 }

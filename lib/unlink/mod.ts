@@ -2,8 +2,9 @@
  * The unlink tool built on deno_bpf: who deletes which file, and whether it
  * worked. The tracer with its fallback ladder (fentry, kprobe, syscall
  * tracepoints), its record layout, the text and JSON output of
- * `scripts/trace.ts` (string formatters and the byte-level writer), and the
- * doctor that says whether it can run here.
+ * `scripts/trace.ts` (string formatters and the byte-level writer), the
+ * doctor that says whether it can run here, and the service outputs:
+ * Prometheus metrics and RFC 5424 syslog.
  *
  * The front door, `mod.ts`, exports the tracer itself; this module adds what
  * a tool that prints events, as `scripts/trace.ts` does, needs too.
@@ -37,3 +38,6 @@ export {
   containerOf,
   type NameCacheOptions,
 } from "./_cgroup.ts";
+export * from "./metrics.ts";
+export * from "./syslog.ts";
+export * from "./service.ts";

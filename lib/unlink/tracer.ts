@@ -27,7 +27,7 @@
 import {
   UNLINK_BPF_O,
   UNLINK_EVENT_FIELDS,
-  type UNLINK_EVENT_TAIL,
+  UNLINK_EVENT_TAIL,
   unlinkEvent as generatedLayout,
 } from "../../bpf/unlink_bpf.ts";
 import { bpf } from "../_ffi.ts";
@@ -65,6 +65,11 @@ export const UNLINK_F_PATH_UNRESOLVED = 1 << 4;
 export const UNLINK_F_PATH_JOINED = 1 << 5;
 /** `ino`, `dev`, `mode`, `size` and `nlink_after` describe the file. */
 export const UNLINK_F_INODE = 1 << 6;
+/**
+ * With {@linkcode UNLINK_F_PATH_TRUNCATED}: `path` holds its beginning, not
+ * its end (a name over 255 bytes that fentry or kprobe did not find).
+ */
+export const UNLINK_F_PATH_HEAD = 1 << 7;
 
 /** The operations, by `UnlinkEvent.op` (`UNLINK_OP_*` in bpf/unlink.h). */
 export const OPS = ["unlink", "rmdir", "rename_replace"] as const;
@@ -73,7 +78,7 @@ export type Op = typeof OPS[number];
 
 /** The record as bpf/unlink.h declares it, through the generated module. */
 const layout = generatedLayout;
-export { UNLINK_EVENT_FIELDS };
+export { UNLINK_EVENT_FIELDS, UNLINK_EVENT_TAIL };
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 
 const FILENAME_AT = UNLINK_EVENT_FIELDS.filename[1];
@@ -81,6 +86,7 @@ const FILENAME_SIZE = fieldSize(UNLINK_EVENT_FIELDS.filename[0]);
 const PATH_AT = layout.size;
 const PATH_LEN_AT = UNLINK_EVENT_FIELDS.path_len[1];
 const FLAGS_AT = UNLINK_EVENT_FIELDS.flags[1];
+const NON_ASCII = /[\u0080-\uffff]/;
 
 /**
  * The bytes of the name at `start` (NUL-terminated, or `size` long), if they
@@ -123,13 +129,17 @@ export const unlinkEvent: {
 } & Layout<typeof UNLINK_EVENT_FIELDS, typeof UNLINK_EVENT_TAIL> = {
   ...layout,
   decode(bytes: Uint8Array, offset = 0, length?: number): UnlinkEvent {
-    const view = new DataView(bytes.buffer, bytes.byteOffset + offset);
-    const full = PATH_AT + view.getUint16(PATH_LEN_AT, true);
-    const e: UnlinkEvent = layout.decode(bytes, offset, length ?? full);
-    const raw = invalidUtf8(bytes, offset + FILENAME_AT, FILENAME_SIZE);
-    if (raw) e.filename_bytes = raw;
-    const rawPath = invalidUtf8(bytes, offset + PATH_AT, e.path_len);
-    if (rawPath) e.path_bytes = rawPath;
+    const pathLen = bytes[offset + PATH_LEN_AT] | bytes[offset + PATH_LEN_AT + 1] << 8;
+    const e: UnlinkEvent = layout.decode(bytes, offset, length ?? PATH_AT + pathLen);
+    // Only a name with a byte over 0x7f can be invalid: look at its bytes then.
+    if (NON_ASCII.test(e.filename)) {
+      const raw = invalidUtf8(bytes, offset + FILENAME_AT, FILENAME_SIZE);
+      if (raw) e.filename_bytes = raw;
+    }
+    if (NON_ASCII.test(e.path)) {
+      const raw = invalidUtf8(bytes, offset + PATH_AT, e.path_len);
+      if (raw) e.path_bytes = raw;
+    }
     return e;
   },
 };

@@ -1,0 +1,189 @@
+/**
+ * The syslog output's pure parts (URLs, RFC 5424 header, RFC 6587 framing,
+ * socket addresses) and its TCP sender against a plain local listener: a
+ * bounded queue, and drops told to the relay once it is back.
+ */
+
+import assert from "node:assert/strict";
+import {
+  headerField,
+  metaSequence,
+  nextBackoff,
+  octetFrame,
+  parseSyslogUrl,
+  splitLines,
+  syslogPrefix,
+  SyslogSender,
+  syslogUrl,
+} from "../lib/unlink/syslog.ts";
+import { parseIpv4, parseIpv6, sockaddr } from "../lib/_socket.ts";
+import { freePort, waitFor } from "./_servers.ts";
+
+const text = new TextEncoder();
+const decode = (b: Uint8Array) => new TextDecoder().decode(b);
+
+Deno.test("syslog URLs name udp, tcp and unix targets, with default ports", () => {
+  assert.deepEqual(parseSyslogUrl("udp://127.0.0.1"), {
+    transport: "udp",
+    hostname: "127.0.0.1",
+    port: 514,
+  });
+  assert.deepEqual(parseSyslogUrl("tcp://10.0.0.1:6601"), {
+    transport: "tcp",
+    hostname: "10.0.0.1",
+    port: 6601,
+  });
+  assert.deepEqual(parseSyslogUrl("tcp://[::1]"), { transport: "tcp", hostname: "::1", port: 601 });
+  assert.deepEqual(parseSyslogUrl("unix:///dev/log"), { transport: "unix", path: "/dev/log" });
+  assert.equal(syslogUrl(parseSyslogUrl("tcp://[::1]")), "tcp://[::1]:601");
+  for (const bad of ["http://x:1", "udp://", "tcp://h:70000", "unix://relative", "/dev/log"]) {
+    assert.throws(() => parseSyslogUrl(bad), /^TypeError: Bad syslog URL .*; use udp:\/\//, bad);
+  }
+});
+
+Deno.test("an RFC 5424 prefix has PRI, version 1, the header fields, and nil or meta structured data", () => {
+  const prefix = syslogPrefix({
+    severity: 6,
+    timestamp: "2026-11-26T04:40:00.123Z",
+    hostname: "web 1",
+    appName: "deno_bpf",
+    procId: "4242",
+    msgId: "event",
+  });
+  assert.equal(prefix, "<30>1 2026-11-26T04:40:00.123Z web_1 deno_bpf 4242 event - ");
+  assert.equal(
+    syslogPrefix({
+      severity: 4,
+      timestamp: "-",
+      hostname: "h",
+      appName: "a",
+      procId: "1",
+      msgId: "lost",
+      structuredData: metaSequence(7),
+    }),
+    '<28>1 - h a 1 lost [meta sequenceId="7"] ',
+  );
+  assert.equal(headerField("", 10), "-");
+  assert.equal(headerField("ünïcode", 4), "_n_c");
+  assert.equal(headerField("x".repeat(60), 48).length, 48);
+});
+
+Deno.test("RFC 6587 octet counting prefixes the message's byte length", () => {
+  assert.equal(decode(octetFrame(text.encode("<30>1 - - - - - - é"))), "20 <30>1 - - - - - - é");
+});
+
+Deno.test("JSON lines split at newlines, an unfinished line kept for later", () => {
+  const { lines, rest } = splitLines(text.encode('{"a":1}\n{"b":2}\n{"c"'));
+  assert.deepEqual(lines.map(decode), ['{"a":1}', '{"b":2}']);
+  assert.equal(decode(rest), '{"c"');
+});
+
+Deno.test("backoff doubles up to its cap", () => {
+  assert.deepEqual([100, 2000, 4000].map((ms) => nextBackoff(ms, 5000)), [200, 4000, 5000]);
+});
+
+Deno.test("socket addresses encode IPv4, IPv6 and Unix paths as the kernel reads them", () => {
+  assert.deepEqual(parseIpv4("127.0.0.1"), new Uint8Array([127, 0, 0, 1]));
+  assert.equal(parseIpv4("256.0.0.1"), undefined);
+  assert.deepEqual(parseIpv6("::1"), new Uint8Array([...Array(15).fill(0), 1]));
+  assert.deepEqual(parseIpv6("fe80::1:2")?.slice(0, 2), new Uint8Array([0xfe, 0x80]));
+  assert.equal(parseIpv6("1::2::3"), undefined);
+  const v4 = sockaddr({ address: "localhost", port: 514 });
+  assert.deepEqual([...v4.bytes.slice(0, 8)], [2, 0, 2, 2, 127, 0, 0, 1]);
+  assert.equal(sockaddr({ address: "::1", port: 514 }).bytes.length, 28);
+  const unix = sockaddr({ path: "/dev/log" });
+  assert.equal(decode(unix.bytes.slice(2)), "/dev/log\0");
+  assert.throws(() => sockaddr({ address: "relay.example", port: 514 }), TypeError);
+  assert.throws(() => sockaddr({ path: "/" + "x".repeat(200) }), RangeError);
+});
+
+/** Octet-counted frames read from `conn` until it closes. */
+async function readFrames(conn: Deno.Conn, frames: string[]) {
+  let buf = new Uint8Array(0);
+  const chunk = new Uint8Array(65536);
+  for (;;) {
+    const n = await conn.read(chunk).catch(() => null);
+    if (n === null) return;
+    const joined = new Uint8Array(buf.length + n);
+    joined.set(buf);
+    joined.set(chunk.subarray(0, n), buf.length);
+    buf = joined;
+    for (;;) {
+      const sp = buf.indexOf(0x20);
+      if (sp < 0) break;
+      const len = Number(decode(buf.subarray(0, sp)));
+      if (buf.length < sp + 1 + len) break;
+      frames.push(decode(buf.subarray(sp + 1, sp + 1 + len)));
+      buf = buf.slice(sp + 1 + len);
+    }
+  }
+}
+
+Deno.test("over TCP the queue is bounded, and a relay that comes back is told what it missed", async () => {
+  const port = freePort();
+  const sender = SyslogSender.open(`tcp://127.0.0.1:${port}`, {
+    queueSize: 2,
+    backoffMs: 20,
+    maxBackoffMs: 50,
+  });
+  // No relay yet: two events wait, three are dropped.
+  sender.writeSync(text.encode('{"n":1}\n{"n":2}\n{"n":3}\n{"n":4}\n{"n":5}\n'));
+  assert.equal(sender.dropped, 3);
+  assert.equal(sender.newlyDropped(), 3);
+  const listener = Deno.listen({ hostname: "127.0.0.1", port });
+  const frames: string[] = [];
+  const conn = await listener.accept();
+  const reading = readFrames(conn, frames);
+  await waitFor("three frames", 5000, () => frames.length === 3 ? true : undefined);
+  await sender.close();
+  await reading;
+  listener.close();
+  const msg = (f: string) => /^(?:\S+ ){6}(?:-|\[[^\]]*\]) (.*)$/.exec(f)![1];
+  const msgid = (f: string) => f.split(" ")[5];
+  assert.deepEqual(frames.map(msgid), ["lost", "event", "event"]);
+  assert.deepEqual(frames.map(msg), [
+    '{"type":"lost","data":{"count":3,"output":"syslog"}}',
+    '{"n":1}',
+    '{"n":2}',
+  ]);
+  assert.match(
+    frames[1],
+    /^<30>1 \d{4}-\d\d-\d\dT[\d:.]+Z \S+ deno_bpf \d+ event \[meta sequenceId="1"\] /,
+  );
+  // Dropped messages used sequence numbers 3 to 5: the gap shows at the relay too.
+  assert.match(frames[0], / lost \[meta sequenceId="6"\] /);
+  assert.equal(frames[0].slice(0, 4), "<28>");
+  assert.deepEqual([sender.sent, sender.dropped], [2, 3]);
+});
+
+Deno.test("over TCP, events still queued when the sender closes are counted as dropped", async () => {
+  const sender = SyslogSender.open(`tcp://127.0.0.1:${freePort()}`, { backoffMs: 10_000 });
+  sender.writeSync(text.encode('{"n":1}\n{"n":2}\n'));
+  await sender.close(100);
+  assert.deepEqual([sender.sent, sender.dropped], [0, 2]);
+});
+
+Deno.test("over TCP, what was written just before the relay closed is sent again on the next connection", async () => {
+  const port = freePort();
+  const listener = Deno.listen({ hostname: "127.0.0.1", port });
+  const sender = SyslogSender.open(`tcp://127.0.0.1:${port}`, { backoffMs: 20 });
+  const first: string[] = [];
+  const conn1 = await listener.accept();
+  const reading1 = readFrames(conn1, first);
+  sender.writeSync(text.encode('{"n":1}\n{"n":2}\n'));
+  await waitFor("two frames", 5000, () => first.length === 2 ? true : undefined);
+  conn1.close(); // the relay stops: the sender cannot know what it read
+  await reading1;
+  const second: string[] = [];
+  const conn2 = await listener.accept();
+  const reading2 = readFrames(conn2, second);
+  sender.writeSync(text.encode('{"n":3}\n'));
+  await waitFor("three frames", 5000, () => second.length === 3 ? true : undefined);
+  await sender.close();
+  await reading2;
+  listener.close();
+  const seq = (f: string) => Number(/sequenceId="(\d+)"/.exec(f)![1]);
+  assert.deepEqual(first.map(seq), [1, 2]);
+  assert.deepEqual(second.map(seq), [1, 2, 3], "repeats keep their sequenceId");
+  assert.deepEqual([sender.sent, sender.dropped], [3, 0]);
+});
