@@ -62,6 +62,7 @@ interface Event {
   mntns: number;
   argv: string[];
   argv_truncated?: true;
+  argv_b64?: string;
 }
 
 /** The schema's key order: today's fields, then issue 8's. */
@@ -70,7 +71,7 @@ const KEY_ORDER = [
     .split(" "),
   ..."op path path_b64 path_status dfd ino dev type size nlink_after ppid pcomm auid cgroup_id"
     .split(" "),
-  ..."cgroup container mntns argv argv_truncated".split(" "),
+  ..."cgroup container mntns argv argv_truncated argv_b64".split(" "),
 ];
 
 /** What one trace.ts --json run printed. */
@@ -202,8 +203,11 @@ function loginuid(pid: number): number {
   }
 }
 
-/** What `argv` must say for a process: its first 256 bytes of command line, split at NULs. */
-function expectedArgv(pid: number): { argv: string[]; argv_truncated?: true } {
+/**
+ * What `argv` must say for a process: its first 256 bytes of command line,
+ * split at NULs; and those bytes in `argv_b64` when they are not UTF-8.
+ */
+function expectedArgv(pid: number): { argv: string[]; argv_truncated?: true; argv_b64?: string } {
   const cmdline = Deno.readFileSync(`/proc/${pid}/cmdline`);
   const kept = cmdline.subarray(0, 256);
   const parts: string[] = [];
@@ -214,7 +218,13 @@ function expectedArgv(pid: number): { argv: string[]; argv_truncated?: true } {
       start = i + 1;
     }
   }
-  return cmdline.length > 256 ? { argv: parts, argv_truncated: true } : { argv: parts };
+  let b64: { argv_b64?: string } = {};
+  try {
+    new TextDecoder("utf-8", { fatal: true }).decode(kept);
+  } catch {
+    b64 = { argv_b64: kept.toBase64() };
+  }
+  return { argv: parts, ...(cmdline.length > 256 ? { argv_truncated: true } : {}), ...b64 };
 }
 
 /** The cgroup v2 mount point, from /proc/self/mountinfo. */
@@ -617,19 +627,12 @@ kernelTest(
       assert.ok(bytes <= KEEP && bytes > KEEP - 2 * (long.length + 1), `${bytes} bytes kept`);
     });
 
-    await t.step("a name longer than 255 bytes gives its whole path, or its end", () => {
+    await t.step("a name longer than 255 bytes gives its whole path", () => {
       const e = one(traced, longName.slice(0, 255));
       assert.equal(e.filename_truncated, true);
-      if (fk) {
-        assert.deepEqual([e.path, e.path_status], [longName, "ok"], "the path is the dentry's");
-        return;
-      }
-      // KNOWN MISMATCH (reported to the lead), tracepoint method: the path is
-      // joined from the 255 bytes of name kept, so it is the path's
-      // BEGINNING, while "truncated" promises its end; text mode then shows
-      // it as "…/tmp/…/eee" as if the beginning were lost.
-      assert.equal(e.path_status, "truncated");
-      assert.ok(longName.endsWith(e.path!), `kept: …${e.path?.slice(-30)}`);
+      // fentry and kprobe walk the dentry; tracepoints join the whole name
+      // from the caller's memory, not the 255 bytes kept in filename.
+      assert.deepEqual([e.path, e.path_status], [longName, "ok"]);
     });
 
     await t.step("a path that is not UTF-8 gives path_b64 with its exact bytes", () => {
@@ -667,7 +670,7 @@ kernelTest(
         ]);
         assert.equal(traced.who.argv.argv[4], `unlinkat:${control}`);
         for (const e of traced.events) {
-          const { argv, argv_truncated } = e;
+          const { argv, argv_truncated, argv_b64 } = e;
           assert.deepEqual(
             {
               pid: e.pid,
@@ -679,6 +682,7 @@ kernelTest(
               container: e.container,
               argv,
               argv_truncated,
+              ...("argv_b64" in e ? { argv_b64 } : {}),
             },
             {
               pid,
@@ -769,17 +773,15 @@ kernelTest(
             mntns,
             argv,
             ...("argv_truncated" in e ? { argv_truncated: e.argv_truncated } : {}),
+            ...("argv_b64" in e ? { argv_b64: e.argv_b64 } : {}),
           },
           expected,
         );
       }
     });
     await t.step("its parent's comm is the parent process's, as /proc/PPID/comm says", () => {
-      // KNOWN MISMATCH (reported to the lead): bpf/unlink.bpf.c reads
-      // real_parent->comm, and real_parent is the thread that forked. Deno
-      // spawns from a runtime thread, so pcomm says "tokio-runtime-w" while
-      // ppid (real_parent->tgid) names the process "deno". The parent
-      // process's name is real_parent->group_leader->comm.
+      // real_parent is the thread that forked, here a runtime worker thread:
+      // pcomm must name its process, as ppid does.
       const comm = Deno.readTextFileSync(`/proc/${Deno.pid}/comm`).trim();
       assert.deepEqual(traced.events.map((e) => e.pcomm), traced.events.map(() => comm));
     });
