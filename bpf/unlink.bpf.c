@@ -185,14 +185,15 @@ static __always_inline bool wanted(__u64 id)
  * must be folded before a prefix can be matched. */
 static __always_inline bool needs_fold(const char *name)
 {
-	char prev = '/';
+	char prev = 0;
 
 	for (int i = 0; i < FILENAME_LEN - 1; i++) {
 		char c = name[i];
 
 		if (!c)
 			break;
-		if (prev == '/' && (c == '.' || c == '/'))
+		/* A component starts at the name's first byte or after a '/'. */
+		if ((c == '.' && (i == 0 || prev == '/')) || (c == '/' && prev == '/'))
 			return true;
 		prev = c;
 	}

@@ -3,12 +3,35 @@
 import assert from "node:assert/strict";
 import { EventWriter, formatJson, formatText, unlinkEvent } from "../lib/unlink/mod.ts";
 import { TRUNCATED_MARK } from "../lib/unlink/mod.ts";
-import { UNLINK_F_NAME_TRUNCATED } from "../lib/unlink/mod.ts";
+import {
+  UNLINK_F_ARGV_TRUNCATED,
+  UNLINK_F_INODE,
+  UNLINK_F_NAME_TRUNCATED,
+  UNLINK_F_PATH_HEAD,
+  UNLINK_F_PATH_JOINED,
+  UNLINK_F_PATH_PARTIAL,
+  UNLINK_F_PATH_TRUNCATED,
+} from "../lib/unlink/mod.ts";
 import { unlinkRecord } from "./_helpers.ts";
 
 const encoder = new TextEncoder();
 const record = unlinkRecord;
-const SIZE = unlinkEvent.size;
+/** Room for each case in the ring: the head and the longest path below. */
+const SIZE = unlinkEvent.size + 4096;
+const F = unlinkEvent.fields;
+
+/** A record with a path and what fentry learns of the file: ino, dev, mode, size, links. */
+function withInode(fields: Parameters<typeof unlinkRecord>[0], mode = 0o100644): Uint8Array {
+  const bytes = unlinkRecord({ path: encoder.encode("/srv/data/x.log"), ...fields });
+  const v = new DataView(bytes.buffer);
+  v.setUint32(F.flags[1], v.getUint32(F.flags[1], true) | UNLINK_F_INODE, true);
+  v.setUint16(F.mode[1], mode, true);
+  v.setUint32(F.ino[1], 123456, true);
+  v.setUint32(F.size[1], 4096, true);
+  v.setUint32(F.dev[1], (8 << 20) | 3, true);
+  v.setUint32(F.nlink_after[1], 1, true);
+  return bytes;
+}
 const TRUNCATED = UNLINK_F_NAME_TRUNCATED;
 /** A path of exactly `n` bytes. */
 const pathOf = (n: number) => encoder.encode("/tmp/" + "f".repeat(n - 5));
@@ -53,6 +76,56 @@ const CASES: [string, Uint8Array][] = [
     "comm and filename filling their fields, with no NUL",
     noNul(record({})),
   ],
+  ["a path", record({ path: encoder.encode("/tmp/x") })],
+  [
+    "the same process again, another argv",
+    record({ path: encoder.encode("/tmp/y"), argv: encoder.encode("rm\0-f\0y") }),
+  ],
+  [
+    "a path joined from a name with ..",
+    record({ path: encoder.encode("/tmp/a/../b"), flags: UNLINK_F_PATH_JOINED }),
+  ],
+  [
+    "a joined path with //",
+    record({ path: encoder.encode("/tmp//b"), flags: UNLINK_F_PATH_JOINED }),
+  ],
+  [
+    "a joined path, plain",
+    record({ path: encoder.encode("/tmp/b.txt"), flags: UNLINK_F_PATH_JOINED }),
+  ],
+  ["a truncated path", record({ path: pathOf(4095), flags: UNLINK_F_PATH_TRUNCATED })],
+  ["a partial path", record({ path: encoder.encode("/d/d/f"), flags: UNLINK_F_PATH_PARTIAL })],
+  [
+    "cut name, with the path joined from it",
+    record({
+      path: pathOf(300),
+      flags: TRUNCATED | UNLINK_F_PATH_TRUNCATED | UNLINK_F_PATH_HEAD | UNLINK_F_PATH_JOINED,
+    }),
+  ],
+  ["a path that is not UTF-8", record({ path: new Uint8Array([0x2f, 0x74, 0xff, 0x41]) })],
+  ["a path with a quote and a newline", record({ path: encoder.encode('/tmp/a"\nb') })],
+  ["inode facts of a file", withInode({})],
+  ["inode facts of a directory removed", withInode({ op: 1 }, 0o40755)],
+  ["inode facts of a fifo, failed", withInode({ ret: -1 }, 0o10644)],
+  ["a rename that replaced a symlink", withInode({ op: 2 }, 0o120777)],
+  [
+    "a cut argv",
+    record({
+      path: encoder.encode("/tmp/x"),
+      argv: new Uint8Array(256).fill(0x61),
+      flags: UNLINK_F_ARGV_TRUNCATED,
+    }),
+  ],
+  [
+    "an argv that is not UTF-8",
+    record({ path: encoder.encode("/tmp/x"), argv: new Uint8Array([0x72, 0x6d, 0, 0xff, 0]) }),
+  ],
+  [
+    "an argv with a quote",
+    record({ path: encoder.encode("/tmp/x"), argv: encoder.encode('sh\0-c\0rm "x"') }),
+  ],
+  ["no argv", record({ path: encoder.encode("/tmp/x"), argv: new Uint8Array(0) })],
+  ["the first process again", record({ path: encoder.encode("/tmp/z") })],
   ["empty filename", record({ filename: new Uint8Array(0) })],
   ["latency rounding", record({ latency: 12_350 })],
   ["large timestamp", record({ ts: 2 ** 52 + 12_345_678 })],
@@ -61,9 +134,10 @@ const CASES: [string, Uint8Array][] = [
 for (const format of ["json", "text"] as const) {
   Deno.test(`EventWriter writes ${format} lines byte for byte like the string formatter`, () => {
     const chunks: Uint8Array[] = [];
+    const cgroup = "/system.slice/docker-" + "ab".repeat(32) + ".scope";
     const writer = new EventWriter(format, {
       writeSync: (p) => (chunks.push(p.slice()), p.length),
-    });
+    }, { cgroupName: () => cgroup });
     let expected = "";
     // Write each case into a ring-like buffer at an odd offset, as from a ring.
     const ring = new Uint8Array(SIZE * CASES.length + 8);
@@ -71,6 +145,7 @@ for (const format of ["json", "text"] as const) {
     CASES.forEach((_, i) => {
       writer.record(ring, 8 + i * SIZE);
       const e = unlinkEvent.decode(ring, 8 + i * SIZE);
+      e.cgroup = cgroup;
       expected += (format === "json" ? formatJson(e) : formatText(e)) + "\n";
     });
     writer.flush();

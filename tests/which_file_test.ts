@@ -844,12 +844,9 @@ kernelTest(
       assertResults(results, { [`${dir}/in/missing`]: 2, [`${dir}/in/notempty`]: 39 });
     });
     await t.step("only names under a prefix, by that thread, are reported, in order", () => {
-      // KNOWN MISMATCH (reported to the lead), on the tracepoint method and
-      // for names fentry/kprobe could not look up: absolute names outside
-      // every prefix (inx, out/h, out/d3) are reported. needs_fold() in
-      // bpf/unlink.bpf.c starts with prev = '/', so a leading "/" counts as
-      // "//" and every absolute name skips the kernel's prefix check, and
-      // UnlinkTracer re-checks only paths that contain "/." or "//".
+      // Absolute names outside every prefix (inx, out/h, out/d3) must not
+      // pass: the kernel checks them itself; only names with . or .. pass
+      // it, and user space checks them once folded.
       assert.deepEqual(events.map((e) => [e.op, e.filename, e.path, e.error]), [
         ["unlink", "f", `${dir}/in/f`, null],
         ["unlink", `${dir}/in/sub/g`, `${dir}/in/sub/g`, null],

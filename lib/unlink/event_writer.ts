@@ -37,6 +37,16 @@ const [PCOMM, ARGV, PATH] = [F.pcomm[1], F.argv[1], unlinkEvent.size];
 const SLOW = UNLINK_F_NAME_TRUNCATED | UNLINK_F_ARGV_TRUNCATED | UNLINK_F_PATH_HEAD;
 const CUT = UNLINK_F_PATH_TRUNCATED | UNLINK_F_PATH_PARTIAL;
 const AT_FDCWD = -100;
+/**
+ * Where the attribution fields' bytes are, [offset, length]: cgroup_id;
+ * ppid, auid, mntns; pcomm and argv_len. argv's own bytes follow.
+ */
+const WHO: [number, number][] = [
+  [F.cgroup_id[1], 8],
+  [F.ppid[1], 12],
+  [F.pcomm[1], 18],
+];
+const WHO_BYTES = WHO.reduce((n, [, len]) => n + len, 0);
 
 const JSON_OPEN = bytesOf('{"type":"event","data":{"time":"');
 const JSON_PID = bytesOf('","pid":');
@@ -128,6 +138,10 @@ export class EventWriter {
   #rawNames: boolean;
   /** `,"cgroup":...,"container":...` by cgroup id, for ids that have a name. */
   #cgroups = new Map<number, Uint8Array>();
+  /** The raw attribution bytes of the last JSON line (see WHO), and their JSON. */
+  #whoKey = new Uint8Array(WHO_BYTES + 256);
+  #whoArgvLen = -1;
+  #whoJson = new Uint8Array(0);
 
   /**
    * A writer of JSON lines or (uncoloured) text lines to `out`. It buffers up
@@ -171,8 +185,11 @@ export class EventWriter {
   }
 
   #put(b: Uint8Array) {
-    this.#buf.set(b, this.#pos);
-    this.#pos += b.length;
+    const n = b.length;
+    // A byte loop beats TypedArray#set for the short constants written per event.
+    if (n > 64) this.#buf.set(b, this.#pos);
+    else for (let i = 0, buf = this.#buf, pos = this.#pos; i < n; i++) buf[pos + i] = b[i];
+    this.#pos += n;
   }
 
   #int(n: number) {
@@ -290,6 +307,14 @@ export class EventWriter {
     } else {
       this.#put(JSON_NO_INODE);
     }
+    // Who deleted, and where, is the same for a process's every deletion:
+    // its JSON is reused while the bytes it comes from do not change.
+    const argvLen = v.getUint16(at + F.argv_len[1], true);
+    if (this.#sameWho(bytes, offset, argvLen)) {
+      this.#put(this.#whoJson);
+      return;
+    }
+    const who = this.#pos;
     this.#put(JSON_PPID);
     this.#int(v.getUint32(at + F.ppid[1], true));
     this.#put(JSON_PCOMM);
@@ -305,10 +330,41 @@ export class EventWriter {
     this.#put(JSON_MNTNS);
     this.#int(v.getUint32(at + F.mntns[1], true));
     this.#put(JSON_ARGV);
-    if (!this.#argv(bytes, offset + ARGV, v.getUint16(at + F.argv_len[1], true))) {
-      return this.#slow(start, bytes, offset);
-    }
+    if (!this.#argv(bytes, offset + ARGV, argvLen)) return this.#slow(start, bytes, offset);
     this.#put(JSON_CLOSE);
+    // A cgroup not named yet may be named later: its lines are not reused.
+    if (this.#cgroups.has(cgroupId)) {
+      this.#whoJson = this.#buf.slice(who, this.#pos);
+      this.#keepWho(bytes, offset, argvLen);
+    } else {
+      this.#whoArgvLen = -1;
+    }
+  }
+
+  /** Whether the attribution bytes at `offset` are those of the last line's. */
+  #sameWho(bytes: Uint8Array, offset: number, argvLen: number): boolean {
+    if (argvLen !== this.#whoArgvLen) return false;
+    const key = this.#whoKey;
+    let k = 0;
+    for (const [from, n] of WHO) {
+      for (let i = offset + from, end = i + n; i < end; i++) {
+        if (bytes[i] !== key[k++]) return false;
+      }
+    }
+    for (let i = offset + ARGV, end = i + argvLen; i < end; i++) {
+      if (bytes[i] !== key[k++]) return false;
+    }
+    return true;
+  }
+
+  #keepWho(bytes: Uint8Array, offset: number, argvLen: number) {
+    let k = 0;
+    for (const [from, n] of WHO) {
+      this.#whoKey.set(bytes.subarray(offset + from, offset + from + n), k);
+      k += n;
+    }
+    this.#whoKey.set(bytes.subarray(offset + ARGV, offset + ARGV + argvLen), k);
+    this.#whoArgvLen = argvLen;
   }
 
   /**

@@ -175,7 +175,7 @@ const ARCHES = ["x86_64", "aarch64"];
 /** The syscalls whose tracepoints see deletions; arm64 has neither unlink(2) nor rmdir(2). */
 const SYSCALLS = ["unlinkat", "unlink"];
 
-/** The default ring buffer size: 2 MiB, about 6,700 events. */
+/** The default ring buffer size: 2 MiB, about 3,100 events with short paths. */
 export const DEFAULT_RING_SIZE = 2 * 1024 * 1024;
 /** BPF wakes the reader at most this often for a trickle (see bpf/unlink.bpf.c). */
 const WAKEUP_MS = 20;
@@ -238,6 +238,7 @@ export interface SkippedMethod {
 function reasonOf(error: BpfError): string {
   if (error instanceof VerifierError) return `rejected by the verifier (${error.code})`;
   if (error.operation === NO_TRACEFS) return `tracefs is not mounted (${error.code})`;
+  if (error.operation === NO_RENAME) return "cannot see renames, which --rename asks for";
   const stage = error.operation.startsWith("load") ? "load refused" : "attach failed";
   return `${stage} (${error.code})`;
 }
@@ -559,7 +560,7 @@ function programsFor(method: AttachMethod, options: UnlinkTracerOptions): string
   }
   if (options.rename) {
     throw new BpfError(
-      "attach tracepoints: syscall tracepoints cannot see what a rename replaced",
+      NO_RENAME,
       EOPNOTSUPP,
       {
         hint: "renames that replace a file need fentry or kprobe",
@@ -612,6 +613,7 @@ export function underAny(path: string, paths: readonly string[]): boolean {
 }
 
 const NO_TRACEFS = "find a mounted tracefs";
+const NO_RENAME = "attach tracepoints: syscall tracepoints cannot see what a rename replaced";
 
 /** Tracepoint attachment reads event ids from tracefs: find it, or mount it if allowed. */
 function tracefsFor(options: UnlinkTracerOptions): string {
