@@ -1,18 +1,23 @@
 /**
  * The unlink benchmark: one storm of create+unlink pairs, traced in turn by
- * two C references (plain libbpf on the same bpf/unlink.bpf.o), bpftrace, the
- * deno_bpf library and scripts/trace.ts; prints one table and the targets of
- * issue 4 as PASS/FAIL lines.
+ * two C references (plain libbpf on the same bpf/unlink.bpf.o), the batched
+ * one again on the unenriched object of commit b5bb32d (312-byte records, no
+ * path), bpftrace, the deno_bpf library and scripts/trace.ts; prints one table
+ * and the targets of issues 4 and 8 as PASS/FAIL lines.
  *
  *   sudo deno task bench                          # = deno run -A bench/run.ts
  *   sudo deno run -A bench/run.ts --quick         # small counts, a smoke run
  *   sudo deno run -A bench/run.ts --mode fentry   # on a kernel where fentry loads
  *   sudo deno run -A bench/run.ts --repeat 3      # each cell the median of 3 runs
  *   sudo deno run -A bench/run.ts --quick --only full1w   # one storm scenario
+ *   sudo deno run -A bench/run.ts --quick --tracers batched,json   # some tracers
  *
  * What it needs besides Deno (a C compiler, libbpf-dev, bpftrace) is installed
  * with apt-get when run as root, unless DENO_BPF_NO_INSTALL=1; a peer still
  * missing is reported in one line and its rows are skipped (bench/_peers.ts).
+ *
+ * The b5bb32d object comes from `git show b5bb32d:bpf/unlink.bpf.o` at bench
+ * time; without git or that commit its rows are skipped, said in one line.
  *
  * Every tracer filters on the storm's comm ("dbpf_storm"), so it sees exactly
  * the unlinks the storm reports. CPU and peak RSS are the tracer process's own
@@ -23,12 +28,18 @@
 
 import { parseArgs } from "node:util";
 import { DEFAULT_RING_SIZE, ensureTracefs } from "../mod.ts";
-import { compile, installMissing, missingLine } from "./_peers.ts";
+import { compile, installMissing, missingLine, which } from "./_peers.ts";
 
 const BENCH = new URL(".", import.meta.url).pathname;
 const ROOT = new URL("..", import.meta.url).pathname;
 const OUT = `${BENCH}out/`;
 const BPF_OBJECT = `${ROOT}bpf/unlink.bpf.o`;
+/** The last commit before issue 8: the unenriched tracer, a fixed 312-byte record. */
+const BEFORE = "b5bb32d";
+const BEFORE_OBJECT = `${OUT}unlink.${BEFORE}.bpf.o`;
+const BEFORE_TRACER = `C batched ${BEFORE}`;
+/** Issue 8: the storm traced by the new object keeps at least this share of its rate under the old. */
+const MIN_RATE_VS_BEFORE = 0.9;
 const TRACE_SCRIPT = `${ROOT}scripts/trace.ts`;
 const BPFTRACE_OUT = "/dev/shm/dbpf_bench_bpftrace.out";
 const COMM = "dbpf_storm";
@@ -39,6 +50,7 @@ const IDLE_MS = 1000;
 /** Zero-event runs per tracer (the median is its fixed cost); --quick takes 1. */
 const IDLE_RUNS = 5;
 const TRICKLE = "trickle";
+const PACED = "paced";
 const LOSS_SCENARIO = "full 2w";
 const ATTACH_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 60_000;
@@ -50,9 +62,33 @@ const STORM_TIMEOUT_MS = 600_000;
 const SCENARIO_KEYS = ["full1w", "full2w", "paced", "trickle"] as const;
 type ScenarioKey = typeof SCENARIO_KEYS[number];
 
+/** The tracers `--tracers` can pick: key -> row name, in the table's order. */
+const TRACER_KEYS = {
+  each: "C each",
+  batched: "C batched",
+  [BEFORE]: BEFORE_TRACER,
+  bpftrace: "bpftrace",
+  lib: "deno lib",
+  text: "trace.ts text",
+  json: "trace.ts json",
+} as const;
+
+const TRACER_NAMES: string[] = Object.values(TRACER_KEYS);
+
 const USAGE = "usage: deno run -A bench/run.ts [--quick] [--mode tracepoint|fentry] " +
   "[--pairs N] [--rate N] [--seconds N] [--samples N] [--repeat N] " +
-  `[--only ${SCENARIO_KEYS.join(",")}]`;
+  `[--only ${SCENARIO_KEYS.join(",")}] [--tracers ${Object.keys(TRACER_KEYS).join(",")}]`;
+
+/** The values of a comma-separated option, each checked against `allowed`. */
+function listOption<T extends string>(flag: string, text: string | undefined, allowed: T[]): T[] {
+  const picked = text?.split(",") ?? allowed;
+  for (const key of picked) {
+    if (!allowed.includes(key as T)) {
+      throw new Error(`--${flag} takes ${allowed.join(", ")}; got "${key}"`);
+    }
+  }
+  return picked as T[];
+}
 
 function options() {
   const { values } = parseArgs({
@@ -66,6 +102,7 @@ function options() {
       samples: { type: "string" },
       repeat: { type: "string" },
       only: { type: "string" },
+      tracers: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -81,12 +118,9 @@ function options() {
     if (!/^[1-9]\d*$/.test(text)) throw new Error(`--${flag} needs a positive integer`);
     return Number(text);
   };
-  const only = values.only?.split(",") ?? [...SCENARIO_KEYS];
-  for (const key of only) {
-    if (!SCENARIO_KEYS.includes(key as ScenarioKey)) {
-      throw new Error(`--only takes scenarios from ${SCENARIO_KEYS.join(", ")}; got "${key}"`);
-    }
-  }
+  const only = listOption("only", values.only, [...SCENARIO_KEYS]);
+  const keys = Object.keys(TRACER_KEYS) as (keyof typeof TRACER_KEYS)[];
+  const tracers = listOption("tracers", values.tracers, keys).map((k) => TRACER_KEYS[k]);
   const quick = values.quick;
   const repeat = positive("repeat", values.repeat, 1);
   return {
@@ -98,7 +132,8 @@ function options() {
     trickleMs: quick ? 300 : 1000,
     repeat,
     idleRuns: Math.max(quick ? 1 : IDLE_RUNS, repeat),
-    only: new Set(only as ScenarioKey[]),
+    only: new Set(only),
+    tracers: new Set<string>(tracers),
   };
 }
 
@@ -232,6 +267,8 @@ async function storm(args: string[]): Promise<Storm> {
 interface Counts {
   delivered: number;
   lost: number;
+  /** Ring buffer bytes the delivered records took, headers included (C references only). */
+  ringBytes?: number;
 }
 
 /** One kind of tracer: how to start it, see it attached, and read its counts. */
@@ -249,21 +286,33 @@ interface Tracer {
 
 const attachLine = (p: Proc) => p.err.some((l) => l.text.startsWith("attached via"));
 
-/** `N events, M lost` on stderr: the C references, lib_consumer.ts and trace.ts. */
+/**
+ * `N events, M lost` on stderr: the C references (which add `, B ring bytes`),
+ * lib_consumer.ts and trace.ts.
+ */
 function summaryLine(p: Proc): Counts {
   for (const { text } of p.err) {
-    const m = /(\d+) events, (\d+) lost/.exec(text);
-    if (m) return { delivered: Number(m[1]), lost: Number(m[2]) };
+    const m = /(\d+) events, (\d+) lost(?:, (\d+) ring bytes)?/.exec(text);
+    if (!m) continue;
+    const counts: Counts = { delivered: Number(m[1]), lost: Number(m[2]) };
+    if (m[3] !== undefined) counts.ringBytes = Number(m[3]);
+    return counts;
   }
   throw new Error(`no "N events, M lost" line (last: ${lastWords(p)})`);
 }
 
-function cReference(wakeup: "each" | "batched", mode: string): Tracer {
+/** A C reference on `object`: bpf/unlink.bpf.o, or the unenriched one of {@linkcode BEFORE}. */
+function cReference(
+  wakeup: "each" | "batched",
+  mode: string,
+  object = BPF_OBJECT,
+  name = `C ${wakeup}`,
+): Tracer {
   return {
-    name: `C ${wakeup}`,
+    name,
     argv: [
       `${OUT}ref_consumer`,
-      BPF_OBJECT,
+      object,
       `--wakeup=${wakeup}`,
       `--mode=${mode}`,
       `--comm=${COMM}`,
@@ -460,6 +509,8 @@ function combine(runs: Row[]): Row {
   }
   if (first.counts) {
     row.counts = { delivered: mid((r) => r.counts?.delivered)!, lost: mid((r) => r.counts?.lost)! };
+    const ringBytes = mid((r) => r.counts?.ringBytes);
+    if (ringBytes !== undefined) row.counts.ringBytes = ringBytes;
   }
   if (first.delayMs) {
     row.delayMs = [0, 1, 2].map((i) => mid((r) => r.delayMs?.[i])!) as Row["delayMs"];
@@ -513,6 +564,18 @@ const marginalUs = (rows: Row[], r: Row | undefined) =>
   perEventUs(r, (r && fixed(rows, r.tracer)) ?? NaN);
 const find = (rows: Row[], scenario: string, tracer: string) =>
   rows.find((r) => r.scenario === scenario && r.tracer === tracer);
+/** Ring buffer bytes per delivered event, headers included; NaN without the count. */
+const ringPerEvent = (r: Row | undefined) =>
+  r?.counts?.ringBytes !== undefined && r.counts.delivered
+    ? r.counts.ringBytes / r.counts.delivered
+    : NaN;
+/** What tracing added to each unlink of the storm, in wall-clock ns: 1/rate - 1/untraced rate. */
+const addedNs = (rows: Row[], r: Row | undefined) => {
+  const bare = r && find(rows, r.scenario, "(untraced)")?.storm?.rate;
+  return r?.storm && bare && r.tracer !== "(untraced)" && r.scenario !== TRICKLE
+    ? 1e9 / r.storm.rate - 1e9 / bare
+    : NaN;
+};
 const num = (x: number | undefined, digits = 0) =>
   x === undefined || Number.isNaN(x) ? "" : x.toFixed(digits);
 
@@ -525,6 +588,8 @@ const COLUMNS = [
   "delivered",
   "lost",
   "d+l",
+  "ring B/ev",
+  "+ns/ev",
   "cpu µs/ev",
   "marg µs/ev",
   "×each",
@@ -556,6 +621,8 @@ function cells(rows: Row[], r: Row): string[] {
       : balance === 0
       ? "ok"
       : `${balance > 0 ? "+" : ""}${balance}!`,
+    num(ringPerEvent(r)),
+    num(addedNs(rows, r)),
     idle ? `${num(r.cpuS! * 1e3, 1)} ms` : num(perEventUs(r), 2),
     num(marginalUs(rows, r), 2),
     num(perEventUs(r) / each, 2),
@@ -579,12 +646,34 @@ function table(rows: Row[]): string {
   ).join("\n");
 }
 
+/**
+ * Ring bytes per event before (the b5bb32d object) and after (bpf/unlink.bpf.o),
+ * as the batched C references counted them in each storm scenario.
+ */
+function ringFigures(rows: Row[], scenarios: string[]): string[] {
+  return scenarios.flatMap((s) => {
+    const after = ringPerEvent(find(rows, s, "C batched") ?? find(rows, s, "C each"));
+    const before = ringPerEvent(find(rows, s, BEFORE_TRACER));
+    if (Number.isNaN(after) && Number.isNaN(before)) return [];
+    return [
+      `[${s}] ring bytes per event: ${num(before) || "no data"} before (${BEFORE}), ${
+        num(after) || "no data"
+      } after (bpf/unlink.bpf.o)${
+        before && after ? `: ${num(after / before, 2)}x` : ""
+      }; the default ring (${RING_BYTES / 2 ** 20} MiB) holds ${
+        num(RING_BYTES / after) || "?"
+      } events`,
+    ];
+  });
+}
+
 function targets(rows: Row[], full: string[]): string[] {
   const out: string[] = [];
-  const check = (label: string, value: number, limit: number, unit = "") => {
-    const verdict = Number.isNaN(value) ? "N/A " : value <= limit ? "PASS" : "FAIL";
+  const check = (label: string, value: number, limit: number, unit = "", atLeast = false) => {
+    const ok = atLeast ? value >= limit : value <= limit;
+    const verdict = Number.isNaN(value) ? "N/A " : ok ? "PASS" : "FAIL";
     const shown = Number.isNaN(value) ? "no data" : `${num(value, 2)}${unit}`;
-    out.push(`${verdict}  ${label}: ${shown} <= ${num(limit, 2)}${unit}`);
+    out.push(`${verdict}  ${label}: ${shown} ${atLeast ? ">=" : "<="} ${num(limit, 2)}${unit}`);
   };
   for (const s of full) {
     const each = perEventUs(find(rows, s, "C each"));
@@ -601,6 +690,18 @@ function targets(rows: Row[], full: string[]): string[] {
       batched > 0 ? lib / batched : NaN, // at or below 0: lost in the fixed cost's noise
       3,
       "x",
+    );
+    if (s.startsWith(PACED)) continue; // a paced storm keeps its rate whatever traces it
+    const now = find(rows, s, "C batched")?.storm?.rate;
+    const before = find(rows, s, BEFORE_TRACER)?.storm?.rate;
+    check(
+      `[${s}] storm rate traced by C batched vs by ${BEFORE_TRACER} (${num(now)}/s vs ${
+        num(before)
+      }/s)`,
+      now && before ? now / before : NaN,
+      MIN_RATE_VS_BEFORE,
+      "x",
+      true,
     );
   }
   const deno = ["deno lib", "trace.ts text", "trace.ts json"];
@@ -646,6 +747,27 @@ function targets(rows: Row[], full: string[]): string[] {
 }
 
 // ---------------------------------------------------------------- main
+
+/**
+ * Writes bpf/unlink.bpf.o as of {@linkcode BEFORE} to {@linkcode BEFORE_OBJECT}
+ * with git. Returns the one line that says why it could not, or undefined.
+ */
+async function beforeObject(): Promise<string | undefined> {
+  const without = `the ${BEFORE_TRACER} rows are skipped`;
+  if (!which("git")) return `bench: git not found: ${without}`;
+  const out = await new Deno.Command("git", {
+    args: ["-C", ROOT, "show", `${BEFORE}:bpf/unlink.bpf.o`],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    const why = new TextDecoder().decode(out.stderr).trim().split("\n")[0];
+    return `bench: no bpf/unlink.bpf.o of commit ${BEFORE} (git show: ${why}): ${without}`;
+  }
+  await Deno.writeFile(BEFORE_OBJECT, out.stdout);
+  return undefined;
+}
 
 /** Checks what the bench runs on and builds bench/*.c; with `refs`, the C references too. */
 async function build(refs: boolean) {
@@ -722,7 +844,15 @@ async function main() {
     return;
   }
   const skipped = new Set(missing.flatMap((peer) => peer.rows));
-  await build(!skipped.has("C each"));
+  for (const name of TRACER_NAMES) if (!o.tracers.has(name)) skipped.add(name);
+  await build(!skipped.has("C each") || !skipped.has("C batched") || !skipped.has(BEFORE_TRACER));
+  if (!skipped.has(BEFORE_TRACER)) {
+    const why = await beforeObject();
+    if (why) {
+      console.log(why);
+      skipped.add(BEFORE_TRACER);
+    }
+  }
   await cleanShm();
   const lib = (stamp = false) =>
     denoTracer("deno lib", `${BENCH}lib_consumer.ts`, ["--mode", o.mode, "--comm", COMM], stamp);
@@ -731,6 +861,7 @@ async function main() {
   const tracers = [
     cReference("each", o.mode),
     cReference("batched", o.mode),
+    cReference("batched", o.mode, BEFORE_OBJECT, BEFORE_TRACER),
     bpftrace(o.mode),
     lib(),
     denoTracer("trace.ts text", TRACE_SCRIPT, ["--mode", o.mode, "-n", COMM]),
@@ -739,7 +870,7 @@ async function main() {
   const scenarios: [ScenarioKey, string, string[]][] = [
     ["full1w", "full 1w", ["full", "1", String(o.pairs)]],
     ["full2w", LOSS_SCENARIO, ["full", "2", String(o.pairs)]],
-    ["paced", `paced ${o.rate / 1000}k/s`, ["paced", String(o.rate), String(o.seconds)]],
+    ["paced", `${PACED} ${o.rate / 1000}k/s`, ["paced", String(o.rate), String(o.seconds)]],
   ];
   const storms = scenarios.filter(([key]) => o.only.has(key));
   console.log(
@@ -772,7 +903,9 @@ async function main() {
   }
   if (o.only.has("trickle")) {
     const trickle = [TRICKLE, String(o.samples), String(o.trickleMs)];
-    const stamped = [lib(true), json(true)].filter((t) => !failed.has(t.name))
+    const stamped = [lib(true), json(true)].filter((t) =>
+      !failed.has(t.name) && !skipped.has(t.name)
+    )
       .map((t) => () => measure(t, TRICKLE, () => storm(trickle)));
     rows.push(...await repeated(stamped, o.repeat, report));
   }
@@ -783,6 +916,8 @@ async function main() {
 cpu µs/ev: tracer user+sys CPU over its whole life / events delivered (idle rows: the fixed cost, median of ${o.idleRuns} runs attached ${IDLE_MS} ms with no events).
 marg µs/ev: the same minus that fixed cost. ×each: cpu µs/ev / C each's; ×batched: marg µs/ev / C batched's.
 d+l: delivered + lost vs the unlinks the storm did ("ok" when equal). %bare: storm rate vs untraced.
+ring B/ev: ring buffer bytes per event, 8-byte header and padding included (C references only; ${BEFORE_TRACER}: the object of commit ${BEFORE}).
++ns/ev: what tracing added to each unlink of the storm, wall clock: 1e9/storm rate - 1e9/untraced rate.
 attach ms: process start to attached (deno empty: \`deno run\` of an empty script, start to exit).
 bpftrace prints each event to a tmpfs file, not /dev/null: its counts exist only in that output.${
     o.repeat > 1
@@ -793,6 +928,8 @@ bpftrace prints each event to a tmpfs file, not /dev/null: its counts exist only
     console.log(`ERROR [${r.scenario}] ${r.tracer}: ${r.error}`);
     Deno.exitCode = 1;
   }
+  console.log();
+  for (const line of ringFigures(rows, storms.map(([, name]) => name))) console.log(line);
   console.log();
   for (const line of targets(rows, storms.map(([, name]) => name))) console.log(line);
 }
