@@ -13,8 +13,8 @@ import {
   EventWriter,
   formatJson,
   formatText,
-  type UnlinkEvent,
   UNLINK_F_PATH_JOINED,
+  type UnlinkEvent,
   unlinkEvent,
 } from "../lib/unlink/mod.ts";
 
