@@ -191,6 +191,9 @@ function spawn(argv: string[], stdout: "null" | "piped" = "null"): Proc {
 }
 
 const lastWords = (p: Proc) => p.err.map((l) => l.text).filter(Boolean).at(-1) ?? "no output";
+/** A failed child's stderr, its last 3 lines on one line: the storm says why, then that it failed. */
+const allWords = (p: Proc) =>
+  p.err.map((l) => l.text).filter(Boolean).slice(-3).join(" / ") || "no output";
 
 async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -235,7 +238,7 @@ async function runToEnd(argv: string[], what: string, ms: number, stdout?: "pipe
   const p = spawn(argv, stdout);
   try {
     const status = await within(p.done, ms, what);
-    if (!status.success) throw new Error(`${what} failed: ${lastWords(p)}`);
+    if (!status.success) throw new Error(`${what} failed: ${allWords(p)}`);
     return p;
   } finally {
     await kill(p);
@@ -921,11 +924,15 @@ async function main() {
   const failed = new Set(rows.filter((r) => r.error).map((r) => r.tracer)); // reported once
   const working = tracers.filter((t) => !failed.has(t.name));
   for (const [, name, args] of storms) {
-    const untraced = async (): Promise<Row> => ({
-      scenario: name,
-      tracer: "(untraced)",
-      storm: await storm(args),
-    });
+    const untraced = async (): Promise<Row> => {
+      const row: Row = { scenario: name, tracer: "(untraced)" };
+      try {
+        row.storm = await storm(args);
+      } catch (error) { // reported with the table, like a tracer's failure
+        row.error = error instanceof Error ? error.message : String(error);
+      }
+      return row;
+    };
     const traced = working.map((t) => () => measure(t, name, () => storm(args)));
     rows.push(...await repeated([untraced, ...traced], o.repeat, report));
   }
