@@ -19,7 +19,7 @@
  * The b5bb32d object comes from `git show b5bb32d:bpf/unlink.bpf.o` at bench
  * time; without git or that commit its rows are skipped, said in one line.
  *
- * Every tracer filters on the storm's comm ("dbpf_storm"), so it sees exactly
+ * Every tracer filters on the storm's comm ("dbpf_st<bench pid>"), so it sees exactly
  * the unlinks the storm reports. CPU and peak RSS are the tracer process's own
  * (wait4 through bench/rusage.c), including start-up and the final drain.
  *
@@ -41,8 +41,14 @@ const BEFORE_TRACER = `C batched ${BEFORE}`;
 /** Issue 8: the storm traced by the new object keeps at least this share of its rate under the old. */
 const MIN_RATE_VS_BEFORE = 0.9;
 const TRACE_SCRIPT = `${ROOT}scripts/trace.ts`;
-const BPFTRACE_OUT = "/dev/shm/dbpf_bench_bpftrace.out";
-const COMM = "dbpf_storm";
+/**
+ * The storm's comm, which every tracer filters on: this run's own, so that a
+ * bench or test running at the same time on a shared machine is not counted.
+ * Its files keep storm.c's names, /dev/shm/dbpf_storm.<writer pid>.
+ */
+const COMM = `dbpf_st${Deno.pid}`;
+const STORM_FILES = "dbpf_storm.";
+const BPFTRACE_OUT = `/dev/shm/dbpf_bench_bpftrace.${Deno.pid}.out`;
 /** The tracers use their default ring; the memory target allows for it. */
 const RING_BYTES = DEFAULT_RING_SIZE;
 const IDLE = "idle";
@@ -171,10 +177,15 @@ async function readLines(stream: ReadableStream<Uint8Array>, lines: Line[]) {
   if (partial) lines.push({ text: partial, at: epochMs() });
 }
 
-function spawn(argv: string[], stdout: "null" | "piped" = "null"): Proc {
+function spawn(
+  argv: string[],
+  stdout: "null" | "piped" = "null",
+  env: Record<string, string> = {},
+): Proc {
   const started = performance.now();
   const child = new Deno.Command(argv[0], {
     args: argv.slice(1),
+    env,
     stdin: "null",
     stdout,
     stderr: "piped",
@@ -234,8 +245,14 @@ async function kill(p: Proc) {
   }
 }
 
-async function runToEnd(argv: string[], what: string, ms: number, stdout?: "piped") {
-  const p = spawn(argv, stdout);
+async function runToEnd(
+  argv: string[],
+  what: string,
+  ms: number,
+  stdout?: "piped",
+  env?: Record<string, string>,
+) {
+  const p = spawn(argv, stdout, env);
   try {
     const status = await within(p.done, ms, what);
     if (!status.success) throw new Error(`${what} failed: ${allWords(p)}`);
@@ -255,7 +272,9 @@ interface Storm {
 }
 
 async function storm(args: string[]): Promise<Storm> {
-  const p = await runToEnd([`${OUT}storm`, ...args], "the storm", STORM_TIMEOUT_MS, "piped");
+  const p = await runToEnd([`${OUT}storm`, ...args], "the storm", STORM_TIMEOUT_MS, "piped", {
+    DBPF_STORM_COMM: COMM,
+  });
   const summary = JSON.parse(p.out.at(-1)?.text ?? "{}");
   const unlinkedAt = new Map<string, number>();
   for (const { text } of p.out) {
@@ -812,9 +831,16 @@ async function build(refs: boolean) {
   if (refs) await compile("ref_consumer", `${OUT}ref_consumer`, ["-lbpf"]);
 }
 
+/**
+ * Removes what storms left in /dev/shm, and this run's bpftrace output. A
+ * file whose writer is still alive is left alone: it may be another bench's.
+ */
 async function cleanShm() {
   for await (const e of Deno.readDir("/dev/shm")) {
-    if (e.name.startsWith(COMM) || e.name === BPFTRACE_OUT.slice(9)) {
+    const writer = e.name.startsWith(STORM_FILES) ? e.name.slice(STORM_FILES.length) : undefined;
+    const alive = writer !== undefined &&
+      await Deno.stat(`/proc/${Number.parseInt(writer)}`).then(() => true, () => false);
+    if ((writer !== undefined && !alive) || e.name === BPFTRACE_OUT.slice(9)) {
       await Deno.remove(`/dev/shm/${e.name}`).catch(() => {});
     }
   }
