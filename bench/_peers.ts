@@ -66,7 +66,7 @@ export const PEERS: readonly Peer[] = [
     packages: ["libbpf-dev"],
     without: "the C reference rows are skipped",
     essential: false,
-    rows: ["C each", "C batched"],
+    rows: ["C each", "C batched", "C batched b5bb32d"],
     present: () => exists("/usr/include/bpf/libbpf.h"),
   },
   {

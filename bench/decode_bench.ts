@@ -1,6 +1,7 @@
 /**
  * Micro-benchmarks of the per-event work in user space: decoding one
- * `struct unlink_event` and formatting it as a text line or a JSON line.
+ * `struct unlink_event` (schema 2: a 640-byte head and the path as a tail)
+ * and formatting it as a text line or a JSON line.
  * No root needed; `--allow-ffi` because formatting reads the clocks through libc.
  *
  *   deno bench --allow-ffi --allow-env --allow-read bench/decode_bench.ts
@@ -12,17 +13,24 @@ import {
   EventWriter,
   formatJson,
   formatText,
+  UNLINK_F_PATH_JOINED,
   type UnlinkEvent,
   unlinkEvent,
   UnlinkMetrics,
 } from "../lib/unlink/mod.ts";
 
-/** One record as the kernel writes it, at a ring-like offset (after an 8-byte header). */
+/**
+ * One record as the kernel writes it for the storm, at a ring-like offset
+ * (after an 8-byte header): the 640-byte head with every schema-2 field set,
+ * then the path as its variable tail.
+ */
 function record(): { bytes: Uint8Array; offset: number } {
   const offset = 8;
-  const bytes = new Uint8Array(offset + unlinkEvent.size);
-  const view = new DataView(bytes.buffer, offset);
   const text = new TextEncoder();
+  const path = text.encode("/dev/shm/dbpf_storm.4242");
+  const argv = text.encode("./bench/out/storm\0full\x001\x00200000");
+  const bytes = new Uint8Array(offset + unlinkEvent.size + path.length);
+  const view = new DataView(bytes.buffer, offset);
   const F = unlinkEvent.fields;
   view.setBigUint64(F.ts_ns[1], 123_456_789_012_345n, true);
   view.setBigUint64(F.latency_ns[1], 4_321n, true);
@@ -30,8 +38,19 @@ function record(): { bytes: Uint8Array; offset: number } {
   view.setUint32(F.tid[1], 4243, true);
   view.setUint32(F.uid[1], 0, true);
   view.setInt32(F.ret[1], 0, true);
+  view.setUint32(F.flags[1], UNLINK_F_PATH_JOINED, true); // the tracepoint method's path
+  view.setBigUint64(F.cgroup_id[1], 7_331n, true);
+  view.setUint32(F.ppid[1], 4200, true);
+  view.setUint32(F.auid[1], 0xffff_ffff, true);
+  view.setUint32(F.mntns[1], 4_026_531_841, true);
+  view.setInt32(F.dfd[1], -100, true); // AT_FDCWD
+  view.setUint16(F.argv_len[1], argv.length, true);
+  view.setUint16(F.path_len[1], path.length, true);
   bytes.set(text.encode("dbpf_storm"), offset + F.comm[1]);
   bytes.set(text.encode("/dev/shm/dbpf_storm.4242"), offset + F.filename[1]);
+  bytes.set(text.encode("deno"), offset + F.pcomm[1]);
+  bytes.set(argv, offset + F.argv[1]);
+  bytes.set(path, offset + unlinkEvent.size);
   return { bytes, offset };
 }
 

@@ -1,11 +1,12 @@
 /**
  * The bench as a user runs it on a machine that lacks one of its peers:
- * bpftrace missing is one line of report and a run of every other row.
+ * bpftrace missing is one line of report and a run of every other row; git
+ * missing skips only the row of the b5bb32d object, which it extracts.
  */
 
 import assert from "node:assert/strict";
 import { missingLine, PEERS, which } from "../bench/_peers.ts";
-import { kernelTest, ROOT } from "./_helpers.ts";
+import { kernelTest, ROOT, runDeno } from "./_helpers.ts";
 
 /**
  * PATH as it is, except that each directory holding one of `hidden` is
@@ -30,14 +31,10 @@ function pathWithout(hidden: string[]): { path: string; dir: string } {
 async function runBench(args: string[], hidden: string[]) {
   const { path, dir } = pathWithout(hidden);
   try {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", `${ROOT}bench/run.ts`, ...args],
-      env: { PATH: path, DENO_BPF_NO_INSTALL: "1", NO_COLOR: "1" },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const text = new TextDecoder();
-    return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+    return await runDeno(["run", "-A", `${ROOT}bench/run.ts`, ...args], {
+      PATH: path,
+      DENO_BPF_NO_INSTALL: "1",
+    });
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
@@ -88,16 +85,66 @@ kernelTest(
         return s === scenario && t === tracer;
       });
     assert.deepEqual(rows("full 1w", "bpftrace"), []);
-    for (const tracer of ["C each", "C batched", "deno lib", "trace.ts text", "trace.ts json"]) {
+    const tracers = [
+      "C each",
+      "C batched",
+      "C batched b5bb32d",
+      "deno lib",
+      "trace.ts text",
+      "trace.ts json",
+    ];
+    for (const tracer of tracers) {
       const idle = rows("idle", tracer);
       const storm = rows("full 1w", tracer);
       assert.equal(idle.length, 1, `no idle row for ${tracer}:\n${stdout}`);
       assert.equal(storm.length, 1, `no storm row for ${tracer}:\n${stdout}`);
       assert.match(storm[0], /\s2000\s+2000\s+0\s+ok\s/, `${tracer} lost events:\n${storm[0]}`);
     }
+    // Every storm here names a file of /dev/shm/dbpf_storm.<pid>: 21 to 27 bytes of path,
+    // so a schema-2 record takes 8 + 640 + 21..27, rounded up to 8: 672 or 680 bytes.
+    const ringBytes = (tracer: string) => Number(rows("full 1w", tracer)[0].split(/\s{2,}/)[8]);
+    assert.equal(ringBytes("C batched b5bb32d"), 320, rows("full 1w", "C batched b5bb32d")[0]);
+    assert.ok([672, 680].includes(ringBytes("C each")), rows("full 1w", "C each")[0]);
+    assert.equal(ringBytes("C batched"), ringBytes("C each"));
+    assert.match(
+      stdout,
+      /^\[full 1w\] ring bytes per event: 320 before \(b5bb32d\), 6[78]\d after \(bpf\/unlink\.bpf\.o\): 2\.1\dx;/m,
+    );
+    assert.match(
+      stdout,
+      /^(PASS|FAIL) {2}\[full 1w\] storm rate traced by C batched vs by C batched b5bb32d /m,
+    );
     assert.doesNotMatch(stdout, /^ERROR/m);
   },
 );
+
+kernelTest(
+  "the bench without git skips the b5bb32d row in one line and runs the rest",
+  async () => {
+    const { code, stdout, stderr } = await runBench(
+      ["--quick", "--only", "full1w", "--pairs", "2000", "--tracers", "batched,b5bb32d"],
+      ["git"],
+    );
+    assert.equal(code, 0, `exit ${code}\n${stdout}\n${stderr}`);
+    const report = stdout.split("\n").filter((l) => l.startsWith("bench:"));
+    assert.deepEqual(report, ["bench: git not found: the C batched b5bb32d rows are skipped"]);
+    assert.match(stdout, /^full 1w\s+C batched\s+\d+\s+\d+\s+2000\s+2000\s+0\s+ok\s/m);
+    assert.doesNotMatch(stdout, /b5bb32d\s+\d/);
+    assert.match(
+      stdout,
+      /^N\/A {3}\[full 1w\] storm rate traced by C batched vs by C batched b5bb32d/m,
+    );
+  },
+);
+
+Deno.test("--tracers refuses a tracer it does not know, naming the ones it does", async () => {
+  const out = await runDeno(["run", "-A", `${ROOT}bench/run.ts`, "--tracers", "batched,perf"]);
+  assert.equal(out.code, 1);
+  assert.match(
+    out.stderr,
+    /^bench: --tracers takes each, batched, b5bb32d, bpftrace, lib, text, json, metrics; got "perf"$/m,
+  );
+});
 
 kernelTest(
   "the bench without a C compiler says so in one line and stops with exit 1",
