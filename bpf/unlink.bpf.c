@@ -104,10 +104,15 @@ struct {
 	__type(value, struct start);
 } starts SEC(".maps");
 
-/* Deletions in flight whose canonical path is known. User space shrinks it
- * to one entry for the tracepoint method, which never fills it. */
+/*
+ * The canonical path of each thread's last looked-up deletion, from the hook
+ * to the return. An entry stays for the thread's next deletion, so that the
+ * hook writes only the path's bytes into it, not a whole new 4 KiB value;
+ * the least recently used threads' entries are reused. User space shrinks it
+ * to one entry for the tracepoint method, which never uses it.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 1024);
 	__type(key, __u32); /* tid */
 	__type(value, struct path_buf);
@@ -249,6 +254,7 @@ static __always_inline int on_lookup(const struct path *dir, struct dentry *dent
 	__u32 tid = (__u32)bpf_get_current_pid_tgid(), zero = 0;
 	struct inode *inode = BPF_CORE_READ(dentry, d_inode);
 	struct path_scratch *sc;
+	struct path_buf *known;
 	struct path_span span;
 	struct pending *p;
 	struct start *s;
@@ -271,9 +277,14 @@ static __always_inline int on_lookup(const struct path *dir, struct dentry *dent
 	pflags = path_resolve_dentry(sc, dir, dentry, &span);
 	if (pflags & PATH_F_FAULT)
 		return 0; /* the return joins the name instead */
-	s->path_len = path_copy(p->path, sc, &span);
-	if (bpf_map_update_elem(&paths, &tid, p->path, BPF_ANY))
-		return 0;
+	known = bpf_map_lookup_elem(&paths, &tid);
+	if (!known) { /* the thread's first: any 4 KiB make its entry */
+		bpf_map_update_elem(&paths, &tid, p->path, BPF_NOEXIST);
+		known = bpf_map_lookup_elem(&paths, &tid);
+		if (!known)
+			return 0;
+	}
+	s->path_len = path_copy(known->path, sc, &span);
 	s->flags &= ~(UNLINK_F_PATH_TRUNCATED | UNLINK_F_PATH_PARTIAL);
 	if (pflags & PATH_F_TRUNCATED)
 		s->flags |= UNLINK_F_PATH_TRUNCATED;
@@ -445,8 +456,6 @@ static __always_inline int on_exit(int ret)
 	if (bpf_ringbuf_output(&events, p, sizeof(*e) + len, wakeup_flag(now)))
 		count_lost();
 out:
-	if (s->flags & START_F_PATH)
-		bpf_map_delete_elem(&paths, &tid);
 	bpf_map_delete_elem(&starts, &tid);
 	return 0;
 }
