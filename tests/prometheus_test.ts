@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { EXPECTED_METHOD, kernelTest, ROOT, scratch, spawnUnlinker } from "./_helpers.ts";
-import { PERMS } from "./_trace.ts";
+import { PERMS, runScript } from "./_trace.ts";
 import { startPrometheus, startService, waitFor } from "./_servers.ts";
 
 /** The least permissions of trace.ts --metrics on a loopback port. */
@@ -118,17 +118,12 @@ kernelTest(
 );
 
 kernelTest("trace.ts --metrics without --allow-net names the flag in one line", async () => {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...PERMS, `${ROOT}scripts/trace.ts`, "--metrics", "127.0.0.1:0"],
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
+  const out = await runScript(["--metrics", "127.0.0.1:0"]);
   assert.equal(out.code, 1);
   assert.equal(
-    new TextDecoder().decode(out.stderr),
+    out.stderr,
     "trace: Deno refused a permission this tool needs: add --allow-net " +
       "(sudo deno run --allow-ffi --allow-env scripts/trace.ts)\n",
   );
-  assert.equal(new TextDecoder().decode(out.stdout), "");
+  assert.equal(out.stdout, "");
 });

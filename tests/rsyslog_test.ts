@@ -5,9 +5,9 @@
  */
 
 import assert from "node:assert/strict";
-import { kernelTest, ROOT, scratch, spawnUnlinker } from "./_helpers.ts";
+import { kernelTest, scratch, spawnUnlinker } from "./_helpers.ts";
 import { buildStorm } from "./_storm.ts";
-import { PERMS } from "./_trace.ts";
+import { PERMS, runScript } from "./_trace.ts";
 import { type Rsyslog, startRsyslog, startService, waitFor } from "./_servers.ts";
 
 /** The events of tracer `pid` that rsyslog wrote, each once (repeats share a sequenceId). */
@@ -201,15 +201,10 @@ kernelTest(
 );
 
 kernelTest("trace.ts --syslog tcp:// without --allow-net names the flag in one line", async () => {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...PERMS, `${ROOT}scripts/trace.ts`, "--syslog", "tcp://127.0.0.1:6601"],
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
+  const out = await runScript(["--syslog", "tcp://127.0.0.1:6601"]);
   assert.equal(out.code, 1);
   assert.equal(
-    new TextDecoder().decode(out.stderr),
+    out.stderr,
     "trace: Deno refused a permission this tool needs: add --allow-net " +
       "(sudo deno run --allow-ffi --allow-env scripts/trace.ts)\n",
   );

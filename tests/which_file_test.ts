@@ -14,6 +14,7 @@
 
 import assert from "node:assert/strict";
 import { normalizePath } from "../lib/unlink/_path.ts";
+import type { EventJson } from "../lib/unlink/mod.ts";
 import {
   EXPECTED_METHOD,
   kernelTest,
@@ -34,36 +35,8 @@ const encoder = new TextEncoder();
 const utf8 = new TextDecoder();
 const hex = (bytes: Uint8Array) => [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
 
-/** A schema-2 `event`, as /work/which_spec.md gives it. */
-interface Event {
-  pid: number;
-  tid: number;
-  comm: string;
-  filename: string;
-  filename_truncated?: true;
-  ret: number;
-  error: string | null;
-  op: "unlink" | "rmdir" | "rename_replace";
-  path: string | null;
-  path_b64?: string;
-  path_status: "ok" | "truncated" | "partial" | "lexical" | "unresolved";
-  dfd: "AT_FDCWD" | number;
-  ino: number | null;
-  dev: string | null;
-  type: string | null;
-  size: number | null;
-  nlink_after: number | null;
-  ppid: number;
-  pcomm: string;
-  auid: number;
-  cgroup_id: number;
-  cgroup: string | null;
-  container: string | null;
-  mntns: number;
-  argv: string[];
-  argv_truncated?: true;
-  argv_b64?: string;
-}
+/** A schema-2 `event`: the `data` of a JSON event line. */
+type Event = EventJson;
 
 /** The schema's key order: today's fields, then issue 8's. */
 const KEY_ORDER = [
