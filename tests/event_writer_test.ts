@@ -54,6 +54,14 @@ const CASES: [string, Uint8Array][] = [
     record({ comm: encoder.encode("a\tb"), filename: encoder.encode("/tmp/new\nline\x7f\x1b[2J") }),
   ],
   ["utf-8", record({ filename: encoder.encode("/tmp/caf\u00e9 \u{1f600}") })],
+  [
+    "C1 controls, DEL and bidi overrides",
+    record({
+      comm: encoder.encode("x\u009by"),
+      filename: encoder.encode("/tmp/a\u009b2Jb\u0085\u202e\u2066\x7f"),
+      path: encoder.encode("/tmp/a\u009b2Jb\u0085\u202e\u2066\x7f"),
+    }),
+  ],
   ["invalid utf-8", record({ filename: new Uint8Array([0x2f, 0xff, 0xfe, 0x41]) })],
   ["invalid utf-8 comm", record({ comm: new Uint8Array([0x72, 0xff, 0x6d]) })],
   ["a literal U+FFFD", record({ filename: encoder.encode("/tmp/\ufffd") })],
@@ -182,4 +190,21 @@ Deno.test("EventWriter writes out every 64 KiB and everything on flush, through 
   const before = calls;
   writer.flush();
   assert.equal(calls, before, "nothing left to write");
+});
+
+Deno.test("EventWriter escapes a cgroup name's C1 and bidi characters as formatJson does", () => {
+  const cgroup = "/user.slice/a\u202eb\u009bc.scope";
+  let out = "";
+  const writer = new EventWriter("json", {
+    writeSync: (p) => (out += new TextDecoder().decode(p), p.length),
+  }, { cgroupName: () => cgroup });
+  const bytes = record({ path: encoder.encode("/tmp/x") });
+  writer.record(bytes, 0);
+  writer.record(bytes, 0); // the reused attribution JSON too
+  writer.flush();
+  const e = unlinkEvent.decode(bytes);
+  e.cgroup = cgroup;
+  const line = formatJson(e);
+  assert.ok(line.includes('"cgroup":"/user.slice/a\\u202eb\\u009bc.scope"'), line);
+  assert.equal(out, `${line}\n${line}\n`);
 });

@@ -13,7 +13,7 @@
 import { monotonicToEpochMs } from "../clock.ts";
 import { errnoName } from "../errno.ts";
 import { containerOf } from "./_cgroup.ts";
-import { devText, fileType, formatJson, formatText } from "./format.ts";
+import { devText, escapeJson, fileType, formatJson, formatText } from "./format.ts";
 import {
   OPS,
   UNLINK_F_ARGV_TRUNCATED,
@@ -416,9 +416,11 @@ export class EventWriter {
     if (b) return b;
     const name = this.#cgroupName(id);
     b = bytesOf(
-      `,"cgroup":${JSON.stringify(name)},"container":${
-        JSON.stringify(name === null ? null : containerOf(name))
-      }`,
+      escapeJson(
+        `,"cgroup":${JSON.stringify(name)},"container":${
+          JSON.stringify(name === null ? null : containerOf(name))
+        }`,
+      ),
     );
     // A name not known yet may be known later; a known one stays.
     if (name !== null) this.#cgroups.set(id, b);
