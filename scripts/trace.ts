@@ -86,7 +86,9 @@ State lines (attached via ..., lost N) go to stderr. Ctrl-C, SIGTERM, SIGHUP,
 --count and --duration all detach, print a summary and exit 0; so does a
 closed stdout (e.g. | head -1). With --metrics or --syslog, SIGHUP instead
 reconnects to the syslog relay and tracing goes on. Tracepoints need
-tracefs: if none is mounted, trace.ts mounts it at /sys/kernel/tracing.`;
+tracefs: if none is mounted, trace.ts mounts it at /sys/kernel/tracing.
+Cgroup names are cached for every output at once: at most 4096 names and
+1 MiB of their text, least recently used out first.`;
 
 /** What the command line asks for. */
 export interface TraceArgs {

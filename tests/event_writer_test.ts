@@ -12,7 +12,7 @@ import {
   UNLINK_F_PATH_PARTIAL,
   UNLINK_F_PATH_TRUNCATED,
 } from "../lib/unlink/mod.ts";
-import { unlinkRecord } from "./_helpers.ts";
+import { ROOT, runSnippet, unlinkRecord } from "./_helpers.ts";
 
 const encoder = new TextEncoder();
 const record = unlinkRecord;
@@ -208,3 +208,39 @@ Deno.test("EventWriter escapes a cgroup name's C1 and bidi characters as formatJ
   assert.ok(line.includes('"cgroup":"/user.slice/a\\u202eb\\u009bc.scope"'), line);
   assert.equal(out, `${line}\n${line}\n`);
 });
+
+Deno.test(
+  "two EventWriters on one cache of cgroup names keep no names of their own: 200,000 ids add < 4 MiB",
+  async () => {
+    // As trace.ts runs them: one writer for stdout, one for syslog, both
+    // naming cgroups through the tracer's one bounded cache.
+    const got = await runSnippet(
+      `import { EventWriter, unlinkEvent } from "${ROOT}lib/unlink/mod.ts";
+import { NameCache } from "${ROOT}lib/unlink/_cgroup.ts";
+import { unlinkRecord } from "${ROOT}tests/_helpers.ts";
+const cache = new NameCache((id) => "/user.slice/user-1000.slice/user@1000.service/app.slice/run-r" +
+  id.toString(16).padStart(32, "0") + ".scope");
+const cgroupName = (id) => cache.get(BigInt(id));
+const sink = { writeSync: (p) => p.length };
+const writers = [new EventWriter("json", sink, { cgroupName }), new EventWriter("json", sink, { cgroupName })];
+const bytes = unlinkRecord({ path: new TextEncoder().encode("/tmp/x") });
+const view = new DataView(bytes.buffer);
+const run = (from, n) => {
+  for (let id = from; id < from + n; id++) {
+    view.setUint32(unlinkEvent.fields.cgroup_id[1], id, true);
+    for (const w of writers) (w.record(bytes, 0), w.flush());
+  }
+};
+const used = () => (gc(), gc(), Deno.memoryUsage().heapUsed + Deno.memoryUsage().external);
+run(1_000_000, 20_000); // fills the cache, warms up
+const before = used();
+run(2, 200_000);
+console.log(JSON.stringify({ grew: used() - before, size: cache.size, bytes: cache.bytes }));
+`,
+      ["--v8-flags=--expose-gc"],
+    ) as { grew: number; size: number; bytes: number };
+    assert.ok(got.grew < 4 * 2 ** 20, `grew ${(got.grew / 2 ** 20).toFixed(1)} MiB`);
+    assert.equal(got.size, 4096);
+    assert.ok(got.bytes <= 2 ** 20);
+  },
+);

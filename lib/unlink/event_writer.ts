@@ -95,7 +95,11 @@ export type EventFormat = "json" | "text";
 
 /** Options for an {@linkcode EventWriter}. */
 export interface EventWriterOptions {
-  /** Names a cgroup id ({@linkcode UnlinkTracer.cgroupName}); without it `cgroup` is null. */
+  /**
+   * Names a cgroup id ({@linkcode UnlinkTracer.cgroupName}); without it
+   * `cgroup` is null. The writer keeps no names of its own (only the last
+   * one's JSON), so writers that share a tracer share its one bounded cache.
+   */
   cgroupName?: (id: number) => string | null;
   /** Text: the FILENAME column shows the name as passed, not the absolute path. */
   rawNames?: boolean;
@@ -136,8 +140,10 @@ export class EventWriter {
   #sourceView!: DataView;
   #cgroupName: (id: number) => string | null;
   #rawNames: boolean;
-  /** `,"cgroup":...,"container":...` by cgroup id, for ids that have a name. */
-  #cgroups = new Map<number, Uint8Array>();
+  /** The last cgroup id named, its name, and its `,"cgroup":...,"container":...`. */
+  #cgroupId = -1;
+  #cgroupText: string | null = null;
+  #cgroupJson: Uint8Array | undefined;
   /** The raw attribution bytes of the last JSON line (see WHO), and their JSON. */
   #whoKey = new Uint8Array(WHO_BYTES + 256);
   #whoArgvLen = -1;
@@ -333,7 +339,7 @@ export class EventWriter {
     if (!this.#argv(bytes, offset + ARGV, argvLen)) return this.#slow(start, bytes, offset);
     this.#put(JSON_CLOSE);
     // A cgroup not named yet may be named later: its lines are not reused.
-    if (this.#cgroups.has(cgroupId)) {
+    if (this.#cgroupText !== null) {
       this.#whoJson = this.#buf.slice(who, this.#pos);
       this.#keepWho(bytes, offset, argvLen);
     } else {
@@ -410,21 +416,25 @@ export class EventWriter {
     return true;
   }
 
-  /** `,"cgroup":...,"container":...` for a cgroup id. */
+  /**
+   * `,"cgroup":...,"container":...` for a cgroup id, made again only when the
+   * id or its name changed since the last call.
+   */
   #cgroup(id: number): Uint8Array {
-    let b = this.#cgroups.get(id);
-    if (b) return b;
     const name = this.#cgroupName(id);
-    b = bytesOf(
+    if (this.#cgroupJson && id === this.#cgroupId && name === this.#cgroupText) {
+      return this.#cgroupJson;
+    }
+    this.#cgroupId = id;
+    this.#cgroupText = name;
+    this.#cgroupJson = bytesOf(
       escapeJson(
         `,"cgroup":${JSON.stringify(name)},"container":${
           JSON.stringify(name === null ? null : containerOf(name))
         }`,
       ),
     );
-    // A name not known yet may be known later; a known one stays.
-    if (name !== null) this.#cgroups.set(id, b);
-    return b;
+    return this.#cgroupJson;
   }
 
   #ascii(s: string) {
