@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { EventWriter, formatJson, formatText, unlinkEvent } from "../lib/unlink/mod.ts";
 import { TRUNCATED_MARK } from "../lib/unlink/mod.ts";
 import {
+  UNLINK_F_ARGV_REDACTED,
   UNLINK_F_ARGV_TRUNCATED,
   UNLINK_F_INODE,
   UNLINK_F_NAME_TRUNCATED,
@@ -131,6 +132,26 @@ const CASES: [string, Uint8Array][] = [
   [
     "an argv with a quote",
     record({ path: encoder.encode("/tmp/x"), argv: encoder.encode('sh\0-c\0rm "x"') }),
+  ],
+  [
+    "a redacted argv, then the same bytes unredacted",
+    record({
+      path: encoder.encode("/tmp/x"),
+      argv: encoder.encode("mysql\0-p*****\0"),
+      flags: UNLINK_F_ARGV_REDACTED,
+    }),
+  ],
+  [
+    "the same bytes unredacted",
+    record({ path: encoder.encode("/tmp/x"), argv: encoder.encode("mysql\0-p*****\0") }),
+  ],
+  [
+    "redacted again, after the unredacted line was kept for reuse",
+    record({
+      path: encoder.encode("/tmp/x"),
+      argv: encoder.encode("mysql\0-p*****\0"),
+      flags: UNLINK_F_ARGV_REDACTED,
+    }),
   ],
   ["no argv", record({ path: encoder.encode("/tmp/x"), argv: new Uint8Array(0) })],
   ["the first process again", record({ path: encoder.encode("/tmp/z") })],

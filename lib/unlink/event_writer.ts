@@ -16,6 +16,7 @@ import { containerOf } from "./_cgroup.ts";
 import { devText, escapeJson, fileType, formatJson, formatText } from "./format.ts";
 import {
   OPS,
+  UNLINK_F_ARGV_REDACTED,
   UNLINK_F_ARGV_TRUNCATED,
   UNLINK_F_INODE,
   UNLINK_F_NAME_TRUNCATED,
@@ -33,8 +34,12 @@ const F = unlinkEvent.fields;
 const [COMM, COMM_LEN] = [F.comm[1], 16];
 const [FILENAME, FILENAME_LEN] = [F.filename[1], 256];
 const [PCOMM, ARGV, PATH] = [F.pcomm[1], F.argv[1], unlinkEvent.size];
-/** Records with these flags take the string path. */
-const SLOW = UNLINK_F_NAME_TRUNCATED | UNLINK_F_ARGV_TRUNCATED | UNLINK_F_PATH_HEAD;
+/**
+ * Records with these flags take the string path. A redacted command line is
+ * one: its line is never the reused attribution JSON of another's.
+ */
+const SLOW = UNLINK_F_NAME_TRUNCATED | UNLINK_F_ARGV_TRUNCATED | UNLINK_F_ARGV_REDACTED |
+  UNLINK_F_PATH_HEAD;
 const CUT = UNLINK_F_PATH_TRUNCATED | UNLINK_F_PATH_PARTIAL;
 const AT_FDCWD = -100;
 /**

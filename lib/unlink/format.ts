@@ -28,10 +28,12 @@ import { monotonicToEpochMs } from "../clock.ts";
 import { errnoName } from "../errno.ts";
 import { containerOf } from "./_cgroup.ts";
 import { normalizePath } from "./_path.ts";
+import { sequenceLength } from "./_utf8.ts";
 import {
   type Op,
   OPS,
   type SkippedMethod,
+  UNLINK_F_ARGV_REDACTED,
   UNLINK_F_ARGV_TRUNCATED,
   UNLINK_F_INODE,
   UNLINK_F_NAME_TRUNCATED,
@@ -112,26 +114,6 @@ export function filenameTruncated(e: UnlinkEvent): boolean {
 // ignoreBOM: a name may start with U+FEFF, and it must not vanish.
 const utf8 = new TextDecoder("utf-8", { ignoreBOM: true });
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-
-/** The length of the valid UTF-8 sequence at `b[i]`, or 0 if none starts there. */
-function sequenceLength(b: Uint8Array, i: number): number {
-  const lead = b[i];
-  if (lead < 0x80) return 1;
-  const cont = (k: number, lo = 0x80, hi = 0xbf) => b[i + k] >= lo && b[i + k] <= hi;
-  if (lead >= 0xc2 && lead <= 0xdf) return cont(1) ? 2 : 0;
-  if (lead >= 0xe0 && lead <= 0xef) {
-    // No overlong forms (E0 80-9F) and no UTF-16 surrogates (ED A0-BF).
-    const ok = cont(1, lead === 0xe0 ? 0xa0 : 0x80, lead === 0xed ? 0x9f : 0xbf) && cont(2);
-    return ok ? 3 : 0;
-  }
-  if (lead >= 0xf0 && lead <= 0xf4) {
-    // No overlong forms (F0 80-8F) and nothing past U+10FFFF (F4 90-BF).
-    const ok = cont(1, lead === 0xf0 ? 0x90 : 0x80, lead === 0xf4 ? 0x8f : 0xbf) &&
-      cont(2) && cont(3);
-    return ok ? 4 : 0;
-  }
-  return 0;
-}
 
 /**
  * Bytes as text for a terminal: valid UTF-8 as itself, with control characters
@@ -332,12 +314,17 @@ export interface EventJson {
   container: string | null;
   /** The mount namespace's inode number. */
   mntns: number;
-  /** The command line, its first 256 bytes. */
+  /**
+   * The command line, its first 256 bytes: with the `argv` option `"argv0"`
+   * only its first argument, with `"none"` `[]`.
+   */
   argv: string[];
   /** Present, and true, only when the command line was longer than the 256 bytes kept. */
   argv_truncated?: true;
   /** Present only when the command line is not valid UTF-8: its bytes, NUL-separated, base64. */
   argv_b64?: string;
+  /** Present, and true, only when a `redact` pattern replaced parts of `argv` with `*****`. */
+  argv_redacted?: true;
 }
 
 /** The `data` of a JSON `event` line. */
@@ -377,6 +364,7 @@ export function eventData(e: UnlinkEvent): EventJson {
     argv: argvOf(e),
     ...(e.flags & UNLINK_F_ARGV_TRUNCATED ? { argv_truncated: true } : {}),
     ...(argvRaw ? { argv_b64: argvRaw.toBase64() } : {}),
+    ...(e.flags & UNLINK_F_ARGV_REDACTED ? { argv_redacted: true } : {}),
   };
 }
 
