@@ -109,6 +109,20 @@ Deno.test("trace.ts refuses a bad --redact or --argv in one line, exit 2", async
   }
 });
 
+Deno.test("UnlinkTracer.open refuses a bad redact pattern or argv mode before touching the kernel", () => {
+  assert.throws(() => UnlinkTracer.open({ redact: ["ok", "("] }), {
+    name: "TypeError",
+    message: 'redact "(" is not a valid regular expression (Unterminated group)',
+  });
+  // @ts-expect-error: not a mode
+  assert.throws(() => UnlinkTracer.open({ argv: "all" }), {
+    name: "TypeError",
+    message: 'Unknown argv "all": use none, argv0, full',
+  });
+  // @ts-expect-error: a string, not a list
+  assert.throws(() => UnlinkTracer.open({ redact: "token=(.+)" }), /redact must be an array/);
+});
+
 Deno.test("a redacted event says so in JSON, last, and only then", () => {
   const e = unlinkEvent.decode(unlinkRecord({ argv: encoder.encode("mysql\0-p*****\0") }));
   assert.ok(!("argv_redacted" in eventData(e)));

@@ -302,6 +302,9 @@ function validate(options: UnlinkTracerOptions): number {
       throw new RangeError(`comm must be 1 to 15 bytes (the kernel's limit), got ${n}`);
     }
   }
+  if (options.redact !== undefined && !Array.isArray(options.redact)) {
+    throw new TypeError("redact must be an array of patterns (strings or RegExps)");
+  }
   if (options.argv !== undefined && !ARGV_MODES.includes(options.argv)) {
     throw new TypeError(`Unknown argv "${options.argv}": use ${ARGV_MODES.join(", ")}`);
   }
