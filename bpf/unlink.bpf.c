@@ -46,6 +46,8 @@ const volatile bool targ_failed = false;
 const volatile bool targ_rmdir = false;
 /* Whether prefixes holds --path prefixes. */
 const volatile bool targ_paths = false;
+/* How much of the command line leaves the kernel: UNLINK_ARGV_*. */
+const volatile __u32 targ_argv = UNLINK_ARGV_FULL;
 /* The kprobes read arguments from registers: arm64's instead of x86's. */
 const volatile bool kprobe_arm64 = false;
 
@@ -369,6 +371,28 @@ static __always_inline bool path_wanted(struct pending *p, __u32 fold)
 	return bpf_map_lookup_elem(&prefixes, &p->key) != NULL;
 }
 
+/*
+ * argv[0] alone, with its NUL, from the n bytes of command line at start:
+ * the string read stops at the first NUL, so no later argument is copied.
+ * A full buffer holds ARGV_LEN - 1 bytes and a NUL whether argv[0] had
+ * exactly that many bytes or more: the source byte after them tells.
+ */
+static __always_inline void copy_argv0(struct unlink_event *e, unsigned long start,
+				       unsigned long n)
+{
+	long got = bpf_probe_read_user_str(e->argv, n, (const void *)start);
+	char next;
+
+	if (got <= 0) {
+		__builtin_memset(e->argv, 0, sizeof(e->argv));
+		return;
+	}
+	if (got == ARGV_LEN &&
+	    (bpf_probe_read_user(&next, 1, (const void *)(start + ARGV_LEN - 1)) || next))
+		e->flags |= UNLINK_F_ARGV_TRUNCATED;
+	e->argv_len = got;
+}
+
 /* Who deletes, and where: the task's parent, login uid, namespaces, argv. */
 static __always_inline void attribute(struct unlink_event *e)
 {
@@ -386,17 +410,30 @@ static __always_inline void attribute(struct unlink_event *e)
 	e->mntns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
 	e->cgroup_id = bpf_get_current_cgroup_id();
 
+	/* The record's buffer is reused: no byte of an earlier command line may
+	 * stay after this one's. */
+	__builtin_memset(e->argv, 0, sizeof(e->argv));
+	e->argv_len = 0;
+	if (targ_argv == UNLINK_ARGV_NONE)
+		return;
 	start = BPF_CORE_READ(task, mm, arg_start);
 	end = BPF_CORE_READ(task, mm, arg_end);
 	n = end > start ? end - start : 0;
 	if (n > ARGV_LEN) {
 		n = ARGV_LEN;
-		e->flags |= UNLINK_F_ARGV_TRUNCATED;
+		if (targ_argv == UNLINK_ARGV_FULL)
+			e->flags |= UNLINK_F_ARGV_TRUNCATED;
 	}
 	asm volatile("" : "+r"(n));
 	if (n > ARGV_LEN)
 		n = 0;
-	if (n && bpf_probe_read_user(e->argv, n, (const void *)start))
+	if (!n)
+		return;
+	if (targ_argv == UNLINK_ARGV_FIRST) {
+		copy_argv0(e, start, n);
+		return;
+	}
+	if (bpf_probe_read_user(e->argv, n, (const void *)start))
 		n = 0;
 	e->argv_len = n;
 }

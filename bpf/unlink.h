@@ -37,6 +37,17 @@
  * name over FILENAME_LEN - 1 bytes that fentry or kprobe did not find). */
 #define UNLINK_F_PATH_HEAD (1U << 7)
 
+/*
+ * Set by user space, never by this program: the tracer replaced parts of argv
+ * with "*****" (--redact), in its copy of the record.
+ */
+#define UNLINK_F_ARGV_REDACTED (1U << 8)
+
+/* How much of the command line the program copies (targ_argv). */
+#define UNLINK_ARGV_NONE 0  /* nothing: argv_len is 0 */
+#define UNLINK_ARGV_FIRST 1 /* argv[0] only, with its NUL */
+#define UNLINK_ARGV_FULL 2  /* the first ARGV_LEN bytes */
+
 /* unlink_event.op */
 #define UNLINK_OP_UNLINK 0
 #define UNLINK_OP_RMDIR 1
@@ -67,7 +78,7 @@ struct unlink_event {
 	__u16 argv_len;   /* bytes of argv used */
 	__u16 path_len;   /* bytes of path that follow */
 	__u32 _pad;       /* zero */
-	__u8 argv[ARGV_LEN]; /* the command line, NUL-separated, not terminated */
+	__u8 argv[ARGV_LEN]; /* the command line, NUL-separated; zero after argv_len */
 	char path[];      /* the absolute path, path_len bytes, no NUL */
 };
 

@@ -19,6 +19,9 @@ import { main as doctorMain } from "./doctor.ts";
 import { outputClosed } from "../lib/_sys.ts";
 import { checkRingSize, logToStderr, releaseFreedMemory, setLogHandler } from "../mod.ts";
 import {
+  ARGV_MODES,
+  type ArgvMode,
+  ArgvRedactor,
   ATTACH_METHODS,
   type AttachMethod,
   attachText,
@@ -60,6 +63,14 @@ Options:
                          kprobe only)
   -j, --json             one JSON object per line on stdout (fields: README)
       --raw-names        text: show names as passed, not absolute paths
+      --argv MODE        how much of the command line leaves the kernel: full
+                         (default, 256 bytes), argv0 (the first argument), none
+      --redact REGEX     replace each capture group's match (the whole match
+                         without groups) in the command line, its arguments
+                         joined by spaces, with *****, in every output; a
+                         JavaScript regular expression; repeatable; write
+                         --redact=REGEX for one that starts with - (README:
+                         the recommended set)
       --count N          exit after N events
       --duration SECONDS exit after this many seconds
       --mode MODE        auto (default), ${ATTACH_METHODS.join(", ")}
@@ -86,7 +97,9 @@ State lines (attached via ..., lost N) go to stderr. Ctrl-C, SIGTERM, SIGHUP,
 --count and --duration all detach, print a summary and exit 0; so does a
 closed stdout (e.g. | head -1). With --metrics or --syslog, SIGHUP instead
 reconnects to the syslog relay and tracing goes on. Tracepoints need
-tracefs: if none is mounted, trace.ts mounts it at /sys/kernel/tracing.`;
+tracefs: if none is mounted, trace.ts mounts it at /sys/kernel/tracing.
+Cgroup names are cached for every output at once: at most 4096 names and
+1 MiB of their text, least recently used out first.`;
 
 /** What the command line asks for. */
 export interface TraceArgs {
@@ -158,6 +171,8 @@ export function parseTraceArgs(args: string[]): TraceArgs {
         rmdir: { type: "boolean" },
         rename: { type: "boolean" },
         "raw-names": { type: "boolean" },
+        argv: { type: "string" },
+        redact: { type: "string", multiple: true },
         uid: { type: "string", short: "u" },
         name: { type: "string", short: "n" },
         failed: { type: "boolean", short: "x" },
@@ -197,6 +212,16 @@ export function parseTraceArgs(args: string[]): TraceArgs {
       throw new UsageError(`--path needs an absolute path of at most 255 bytes, got "${path}"`);
     }
   }
+  if (values.argv !== undefined && !ARGV_MODES.includes(values.argv as ArgvMode)) {
+    throw new UsageError(`--argv must be ${ARGV_MODES.join(", ")}; got "${values.argv}"`);
+  }
+  const redact = values.redact ?? [];
+  try {
+    new ArgvRedactor(redact);
+  } catch (error) {
+    if (error instanceof TypeError) throw new UsageError(`--${error.message}`);
+    throw error;
+  }
   if (values.rename && mode === "tracepoint") {
     throw new UsageError(
       "--rename needs fentry or kprobe: syscall tracepoints cannot see what a rename replaced",
@@ -225,6 +250,8 @@ export function parseTraceArgs(args: string[]): TraceArgs {
       failedOnly: values.failed ?? false,
       mode: mode as UnlinkTracerOptions["mode"],
       ringBufferSize: ringSize(values["ringbuf-size"]),
+      ...(values.argv === undefined ? {} : { argv: values.argv as ArgvMode }),
+      ...(redact.length ? { redact } : {}),
     },
     json: values.json ?? false,
     rawNames: values["raw-names"] ?? false,

@@ -11,8 +11,13 @@ import {
   CgroupNames,
   cgroupPathUnder,
   containerOf,
+  type DirEntry,
+  type DirReader,
+  NAME_CACHE_BYTES,
+  NAME_CACHE_ENTRIES,
   NameCache,
   parseMountinfo,
+  TreeWalk,
 } from "../lib/unlink/_cgroup.ts";
 import { kernelTest, ROOT } from "./_helpers.ts";
 
@@ -194,6 +199,136 @@ Deno.test("NameCache keeps the names a lookup learns on the way", () => {
   assert.equal(cache.get(10n), "/walked10");
   assert.equal(cache.get(12n), "/walked12");
   assert.equal(cache.lookups, 1);
+});
+
+Deno.test("NameCache stays at its bound for 200,000 distinct ids, named or not", () => {
+  const scope = (id: bigint) => `/user.slice/user-1000.slice/user@1000.service/run-r${id}.scope`;
+  const named = new NameCache(scope, { now: () => 0 });
+  const unknown = new NameCache(() => null, { now: () => 0 });
+  for (let id = 1n; id <= 200_000n; id++) {
+    named.get(id);
+    unknown.get(id);
+    assert.ok(named.size <= NAME_CACHE_ENTRIES && named.bytes <= NAME_CACHE_BYTES);
+  }
+  assert.equal(named.size, NAME_CACHE_ENTRIES);
+  assert.equal(
+    named.bytes,
+    2 * [...Array(4096)].reduce((n, _, i) => n + scope(BigInt(200_000 - i)).length, 0),
+  );
+  assert.equal(named.get(200_000n), scope(200_000n));
+  assert.equal(named.lookups, 200_000, "the newest stayed");
+  assert.equal(unknown.unknownSize, NAME_CACHE_ENTRIES);
+  assert.equal(unknown.size, 0);
+});
+
+Deno.test("NameCache bounds the text of long names, dropping the least recently used", () => {
+  // A user can nest cgroups to a path of PATH_MAX: 1 MiB of text holds 128 of 4096 characters.
+  const long = (id: bigint) => `/${String(id).padStart(4095, "x")}`;
+  const cache = new NameCache(long);
+  for (let id = 1n; id <= 1000n; id++) cache.get(id);
+  assert.equal(cache.size, NAME_CACHE_BYTES / (2 * 4096));
+  assert.equal(cache.bytes, NAME_CACHE_BYTES);
+  const small = new NameCache((id) => `/${id}`, { maxBytes: 12 });
+  for (const id of [10n, 20n, 30n]) small.get(id);
+  assert.deepEqual([small.size, small.bytes], [2, 12], "/20 and /30 fill 12 bytes, /10 went");
+  const tiny = new NameCache(long, { maxBytes: 1 });
+  assert.equal(tiny.get(1n), long(1n));
+  assert.equal(tiny.size, 1, "the newest name is kept even when it alone is over the bound");
+});
+
+Deno.test("NameCache.offer keeps a walked name while there is room, or for an id asked for", () => {
+  const cache = new NameCache(() => null, { capacity: 2, now: () => 0 });
+  assert.equal(cache.get(9n), null); // asked for, unknown
+  assert.ok(cache.offer(1n, "/a"));
+  assert.ok(cache.offer(2n, "/b"));
+  assert.ok(!cache.offer(3n, "/c"), "full: a walked name does not push out one in use");
+  assert.equal(cache.get(1n), "/a");
+  assert.ok(cache.offer(9n, "/wanted"), "an id asked for is kept, pushing out the oldest");
+  assert.deepEqual([cache.get(9n), cache.get(1n), cache.size], ["/wanted", "/a", 2]);
+  assert.equal(cache.get(2n), null, "/b was the least recently used");
+  assert.ok(cache.offer(1n, "/a2"), "a known id is updated");
+  assert.equal(cache.get(1n), "/a2");
+});
+
+/** A cgroup tree as a table, read the way opendir and readdir read one; counts what is open. */
+function tableTree(dirs: Record<string, string[]>) {
+  const inos = new Map(Object.keys(dirs).map((p, i) => [p, BigInt(100 + i)]));
+  const open = new Set<number>();
+  let next = 0;
+  const state = new Map<number, { entries: DirEntry[]; at: number }>();
+  const reader: DirReader<number> = {
+    open(path) {
+      const children = dirs[path];
+      if (!children) return null;
+      const handle = next++;
+      const entries: DirEntry[] = [
+        { ino: inos.get(path)!, name: ".", dir: true },
+        { ino: 1n, name: "..", dir: true },
+        { ino: 2n, name: "cgroup.procs", dir: false },
+        ...children.map((name) => {
+          const child = path === "/" ? `/${name}` : `${path}/${name}`;
+          return { ino: inos.get(child) ?? 3n, name, dir: true };
+        }),
+      ];
+      state.set(handle, { entries, at: 0 });
+      open.add(handle);
+      return handle;
+    },
+    read(handle) {
+      const s = state.get(handle)!;
+      return s.entries[s.at++] ?? null;
+    },
+    close(handle) {
+      assert.ok(open.delete(handle), "closed once");
+    },
+  };
+  return { reader, inos, open };
+}
+
+Deno.test("TreeWalk reads 10,000 sibling cgroups in steps of at most its budget, each once", () => {
+  const names = Array.from({ length: 10_000 }, (_, i) => `run-r${i}.scope`);
+  const dirs: Record<string, string[]> = { "/": ["user.slice"], "/user.slice": names };
+  for (const name of names) dirs[`/user.slice/${name}`] = [];
+  const { reader, inos, open } = tableTree(dirs);
+  const walk = new TreeWalk(reader);
+  const found = new Map<string, bigint>();
+  let steps = 0;
+  let reads = 0;
+  const counted: DirReader<number> = {
+    open: (p) => (reads++, reader.open(p)),
+    read: (d) => (reads++, reader.read(d)),
+    close: reader.close,
+  };
+  const counting = new TreeWalk(counted);
+  for (let before = 0; !counting.step(1024, (ino, path) => found.set(path, ino)); before = reads) {
+    assert.ok(reads - before <= 1024, `step ${steps} read ${reads - before} entries`);
+    steps++;
+  }
+  assert.equal(found.size, 10_002, "the root, user.slice and every scope");
+  for (const [path, ino] of found) assert.equal(ino, inos.get(path), path);
+  assert.ok(steps >= 20, `${steps} steps`);
+  assert.equal(open.size, 0, "every directory was closed");
+  assert.ok(walk.step(1, () => {}) === false && !walk.done, "a fresh walk has not begun");
+  walk.close();
+  assert.equal(open.size, 0, "close() closes the directory a paused walk is in");
+});
+
+Deno.test("TreeWalk stops at its limit of directories, and skips a directory removed meanwhile", () => {
+  const dirs: Record<string, string[]> = {
+    "/": ["a", "gone", "b"],
+    "/a": ["c"],
+    "/a/c": [],
+    "/b": [],
+  };
+  const { reader } = tableTree(dirs);
+  const all: string[] = [];
+  new TreeWalk(reader).step(Infinity, (_, path) => all.push(path));
+  assert.deepEqual(all.sort(), ["/", "/a", "/a/c", "/b", "/gone"]);
+  const opened: string[] = [];
+  const limited = new TreeWalk({ ...reader, open: (p) => (opened.push(p), reader.open(p)) }, 2);
+  assert.ok(limited.step(Infinity, () => {}));
+  assert.ok(limited.done);
+  assert.deepEqual(opened, ["/", "/a"], "two directories read");
 });
 
 // ---------------------------------------------------------------------------
@@ -414,4 +549,37 @@ kernelTest(
         mount: mountPoint(),
       });
     }),
+);
+
+kernelTest(
+  "CgroupNames walks 3,000 real cgroups in bounded steps and names a late one on a later call",
+  () => {
+    const top = `${mountPoint()}/dbpf_walk_${Deno.pid}`;
+    Deno.mkdirSync(top);
+    const names = Array.from({ length: 3000 }, (_, i) => `run-r${i}.scope`);
+    try {
+      for (const name of names) Deno.mkdirSync(`${top}/${name}`);
+      // readdir's own order: the last sibling listed is the last the walk meets.
+      const listed = [...Deno.readDirSync(top)].filter((e) => e.isDirectory).map((e) => e.name);
+      const last = listed.at(-1)!;
+      const lastId = cgroupIdOf(`${top}/${last}`);
+      const c = clock();
+      using cgroups = CgroupNames.open({ method: "walk", now: c.now, retryMs: 5000 });
+      const t0 = performance.now();
+      assert.equal(cgroups.name(lastId), null, "one step does not reach it");
+      const firstStepMs = performance.now() - t0;
+      assert.equal(cgroups.name(lastId), null, "no step within 10 ms of the last");
+      let calls = 0;
+      while (cgroups.name(lastId) === null) {
+        c.t += 10;
+        assert.ok(++calls <= 5, "3,000 siblings take a few steps of 1024 entries");
+      }
+      assert.equal(cgroups.name(lastId), `/dbpf_walk_${Deno.pid}/${last}`);
+      assert.equal(cgroups.lookups, 1, "named by the walk, not by another lookup");
+      console.log(`first walk step: ${firstStepMs.toFixed(1)} ms; ${calls} more calls`);
+    } finally {
+      for (const name of names) Deno.removeSync(`${top}/${name}`);
+      Deno.removeSync(top);
+    }
+  },
 );

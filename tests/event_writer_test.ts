@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { EventWriter, formatJson, formatText, unlinkEvent } from "../lib/unlink/mod.ts";
 import { TRUNCATED_MARK } from "../lib/unlink/mod.ts";
 import {
+  UNLINK_F_ARGV_REDACTED,
   UNLINK_F_ARGV_TRUNCATED,
   UNLINK_F_INODE,
   UNLINK_F_NAME_TRUNCATED,
@@ -12,7 +13,7 @@ import {
   UNLINK_F_PATH_PARTIAL,
   UNLINK_F_PATH_TRUNCATED,
 } from "../lib/unlink/mod.ts";
-import { unlinkRecord } from "./_helpers.ts";
+import { ROOT, runSnippet, unlinkRecord } from "./_helpers.ts";
 
 const encoder = new TextEncoder();
 const record = unlinkRecord;
@@ -54,6 +55,14 @@ const CASES: [string, Uint8Array][] = [
     record({ comm: encoder.encode("a\tb"), filename: encoder.encode("/tmp/new\nline\x7f\x1b[2J") }),
   ],
   ["utf-8", record({ filename: encoder.encode("/tmp/caf\u00e9 \u{1f600}") })],
+  [
+    "C1 controls, DEL and bidi overrides",
+    record({
+      comm: encoder.encode("x\u009by"),
+      filename: encoder.encode("/tmp/a\u009b2Jb\u0085\u202e\u2066\x7f"),
+      path: encoder.encode("/tmp/a\u009b2Jb\u0085\u202e\u2066\x7f"),
+    }),
+  ],
   ["invalid utf-8", record({ filename: new Uint8Array([0x2f, 0xff, 0xfe, 0x41]) })],
   ["invalid utf-8 comm", record({ comm: new Uint8Array([0x72, 0xff, 0x6d]) })],
   ["a literal U+FFFD", record({ filename: encoder.encode("/tmp/\ufffd") })],
@@ -124,6 +133,26 @@ const CASES: [string, Uint8Array][] = [
     "an argv with a quote",
     record({ path: encoder.encode("/tmp/x"), argv: encoder.encode('sh\0-c\0rm "x"') }),
   ],
+  [
+    "a redacted argv, then the same bytes unredacted",
+    record({
+      path: encoder.encode("/tmp/x"),
+      argv: encoder.encode("mysql\0-p*****\0"),
+      flags: UNLINK_F_ARGV_REDACTED,
+    }),
+  ],
+  [
+    "the same bytes unredacted",
+    record({ path: encoder.encode("/tmp/x"), argv: encoder.encode("mysql\0-p*****\0") }),
+  ],
+  [
+    "redacted again, after the unredacted line was kept for reuse",
+    record({
+      path: encoder.encode("/tmp/x"),
+      argv: encoder.encode("mysql\0-p*****\0"),
+      flags: UNLINK_F_ARGV_REDACTED,
+    }),
+  ],
   ["no argv", record({ path: encoder.encode("/tmp/x"), argv: new Uint8Array(0) })],
   ["the first process again", record({ path: encoder.encode("/tmp/z") })],
   ["empty filename", record({ filename: new Uint8Array(0) })],
@@ -183,3 +212,56 @@ Deno.test("EventWriter writes out every 64 KiB and everything on flush, through 
   writer.flush();
   assert.equal(calls, before, "nothing left to write");
 });
+
+Deno.test("EventWriter escapes a cgroup name's C1 and bidi characters as formatJson does", () => {
+  const cgroup = "/user.slice/a\u202eb\u009bc.scope";
+  let out = "";
+  const writer = new EventWriter("json", {
+    writeSync: (p) => (out += new TextDecoder().decode(p), p.length),
+  }, { cgroupName: () => cgroup });
+  const bytes = record({ path: encoder.encode("/tmp/x") });
+  writer.record(bytes, 0);
+  writer.record(bytes, 0); // the reused attribution JSON too
+  writer.flush();
+  const e = unlinkEvent.decode(bytes);
+  e.cgroup = cgroup;
+  const line = formatJson(e);
+  assert.ok(line.includes('"cgroup":"/user.slice/a\\u202eb\\u009bc.scope"'), line);
+  assert.equal(out, `${line}\n${line}\n`);
+});
+
+Deno.test(
+  "two EventWriters on one cache of cgroup names keep no names of their own: 200,000 ids add < 4 MiB",
+  async () => {
+    // As trace.ts runs them: one writer for stdout, one for syslog, both
+    // naming cgroups through the tracer's one bounded cache.
+    const got = await runSnippet(
+      `import { EventWriter, unlinkEvent } from "${ROOT}lib/unlink/mod.ts";
+import { NameCache } from "${ROOT}lib/unlink/_cgroup.ts";
+import { unlinkRecord } from "${ROOT}tests/_helpers.ts";
+const cache = new NameCache((id) => "/user.slice/user-1000.slice/user@1000.service/app.slice/run-r" +
+  id.toString(16).padStart(32, "0") + ".scope");
+const cgroupName = (id) => cache.get(BigInt(id));
+const sink = { writeSync: (p) => p.length };
+const writers = [new EventWriter("json", sink, { cgroupName }), new EventWriter("json", sink, { cgroupName })];
+const bytes = unlinkRecord({ path: new TextEncoder().encode("/tmp/x") });
+const view = new DataView(bytes.buffer);
+const run = (from, n) => {
+  for (let id = from; id < from + n; id++) {
+    view.setUint32(unlinkEvent.fields.cgroup_id[1], id, true);
+    for (const w of writers) (w.record(bytes, 0), w.flush());
+  }
+};
+const used = () => (gc(), gc(), Deno.memoryUsage().heapUsed + Deno.memoryUsage().external);
+run(1_000_000, 20_000); // fills the cache, warms up
+const before = used();
+run(2, 200_000);
+console.log(JSON.stringify({ grew: used() - before, size: cache.size, bytes: cache.bytes }));
+`,
+      ["--v8-flags=--expose-gc"],
+    ) as { grew: number; size: number; bytes: number };
+    assert.ok(got.grew < 4 * 2 ** 20, `grew ${(got.grew / 2 ** 20).toFixed(1)} MiB`);
+    assert.equal(got.size, 4096);
+    assert.ok(got.bytes <= 2 ** 20);
+  },
+);

@@ -224,3 +224,29 @@ Deno.test("a name that starts with U+FEFF keeps it, whole or after a bad byte", 
   assert.equal(nameColumn(formatText(e)), "\ufeffx");
   assert.equal(escapeBytes(new Uint8Array([0xff, 0xef, 0xbb, 0xbf, 0x78])), "\\xff\ufeffx");
 });
+
+Deno.test("C1 controls and bidi overrides print as the \\xNN of their bytes in text, \\uXXXX in JSON", () => {
+  const name = "/tmp/a\u009b31mb\u0085c\u202ed\u2066e\u200ff\u061cg\u2028h\u00a0i";
+  const e = decoded({ filename: encoder.encode(name), comm: encoder.encode("r\u009bm") });
+  const line = formatText(e);
+  assert.equal(
+    nameColumn(line),
+    "/tmp/a\\xc2\\x9b31mb\\xc2\\x85c\\xe2\\x80\\xaed\\xe2\\x81\\xa6e\\xe2\\x80\\x8ff" +
+      "\\xd8\\x9cg\\xe2\\x80\\xa8h\u00a0i",
+    "U+00A0, past the C1 range, is shown as itself",
+  );
+  assert.ok(line.includes(" r\\xc2\\x9bm "), line);
+  const json = formatJson(e);
+  assert.ok(!/[\u0080-\u009f\u202a-\u202e\u2066-\u2069]/.test(json), json);
+  assert.ok(json.includes('"filename":"/tmp/a\\u009b31mb\\u0085c\\u202ed\\u2066e'), json);
+  assert.equal(JSON.parse(json).data.filename, name, "the same value to a JSON parser");
+  assert.equal(JSON.parse(json).data.comm, "r\u009bm");
+});
+
+Deno.test("an escaped byte that is not UTF-8 and an escaped C1 character look different", () => {
+  const lone = decoded({ filename: new Uint8Array([0x2f, 0x9b]) }); // 0x9b alone: not UTF-8
+  const c1 = decoded({ filename: new Uint8Array([0x2f, 0xc2, 0x9b]) }); // U+009B
+  assert.equal(nameColumn(formatText(lone)), "/\\x9b");
+  assert.equal(nameColumn(formatText(c1)), "/\\xc2\\x9b");
+  assert.equal(escapeBytes(new Uint8Array([0xff, 0xe2, 0x80, 0xae])), "\\xff\\xe2\\x80\\xae");
+});

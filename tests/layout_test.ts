@@ -196,6 +196,7 @@ Deno.test("BpfObject sets const volatile globals by name before load, and refuse
       ["targ_failed", 1],
       ["targ_rmdir", 1],
       ["targ_paths", 1],
+      ["targ_argv", 4],
     ],
   );
   assert.throws(() => obj.setConst("nope", 1), /no global variable "nope"/);

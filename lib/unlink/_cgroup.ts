@@ -156,10 +156,21 @@ export function cgroupPathUnder(fsPath: string, mountPoint: string): string | un
 // ---------------------------------------------------------------------------
 // The id → name cache (pure)
 
+/** How many names a {@linkcode NameCache} keeps by default (and as many unknown ids). */
+export const NAME_CACHE_ENTRIES = 4096;
+/**
+ * How much name text a {@linkcode NameCache} keeps by default, counted as 2
+ * bytes per UTF-16 unit: 1 MiB. With the entries' own overhead (about 100
+ * bytes each), the cache stays under 2 MiB whatever names and ids it meets.
+ */
+export const NAME_CACHE_BYTES = 1024 * 1024;
+
 /** Options for {@linkcode NameCache}. */
 export interface NameCacheOptions {
   /** How many names (and as many unknown ids) to keep; the least recently used go first. */
   capacity?: number;
+  /** How much name text to keep, at 2 bytes per UTF-16 unit; the least recently used go first. */
+  maxBytes?: number;
   /** How long an id that did not resolve stays unknown before it is looked up again (ms). */
   retryMs?: number;
   /** The clock, in ms (default `performance.now`). */
@@ -168,26 +179,30 @@ export interface NameCacheOptions {
 
 /**
  * A bounded map from ids to names in front of a slow lookup: hits are kept
- * least-recently-used first out, and an id that the lookup could not name is
- * not looked up again for `retryMs`, so a storm of unknown ids costs at most
- * one lookup per id per interval.
+ * least-recently-used first out, within `capacity` names and `maxBytes` of
+ * their text, and an id that the lookup could not name is not looked up
+ * again for `retryMs`, so a storm of unknown ids costs at most one lookup per
+ * id per interval. Any number of distinct ids leaves it at its bound.
  */
 export class NameCache {
   readonly #lookup: (id: bigint) => string | null;
   readonly #names = new Map<bigint, string>();
   readonly #unknown = new Map<bigint, number>();
   readonly #capacity: number;
+  readonly #maxBytes: number;
   readonly #retryMs: number;
   readonly #now: () => number;
+  #bytes = 0;
   #lookups = 0;
 
   /**
    * @param lookup Names one id, or returns `null`; it may {@linkcode set} more.
-   * @param options Capacity, retry interval and clock.
+   * @param options Capacity, byte bound, retry interval and clock.
    */
   constructor(lookup: (id: bigint) => string | null, options: NameCacheOptions = {}) {
     this.#lookup = lookup;
-    this.#capacity = Math.max(1, options.capacity ?? 4096);
+    this.#capacity = Math.max(1, options.capacity ?? NAME_CACHE_ENTRIES);
+    this.#maxBytes = Math.max(1, options.maxBytes ?? NAME_CACHE_BYTES);
     this.#retryMs = options.retryMs ?? 5000;
     this.#now = options.now ?? (() => performance.now());
   }
@@ -216,12 +231,38 @@ export class NameCache {
     return found;
   }
 
-  /** Remembers that `id` is named `name` (a lookup that learns several names at once calls this). */
+  /** Remembers that `id` is named `name`, dropping the least recently used beyond the bounds. */
   set(id: bigint, name: string): void {
     this.#unknown.delete(id);
-    this.#names.delete(id);
+    this.#forget(id);
     this.#names.set(id, name);
-    if (this.#names.size > this.#capacity) this.#names.delete(this.#names.keys().next().value!);
+    this.#bytes += 2 * name.length;
+    while (
+      this.#names.size > 1 && (this.#names.size > this.#capacity || this.#bytes > this.#maxBytes)
+    ) {
+      this.#forget(this.#names.keys().next().value!);
+    }
+  }
+
+  /**
+   * A name learnt on the way (a walk of the tree meets every cgroup): kept
+   * if `id` was asked for and not found, or while the bounds leave room, so
+   * that a walk over more cgroups than fit never pushes out names in use.
+   * Returns whether it was kept.
+   */
+  offer(id: bigint, name: string): boolean {
+    const room = this.#names.size < this.#capacity &&
+      this.#bytes + 2 * name.length <= this.#maxBytes;
+    if (!room && !this.#unknown.has(id) && !this.#names.has(id)) return false;
+    this.set(id, name);
+    return true;
+  }
+
+  #forget(id: bigint): void {
+    const old = this.#names.get(id);
+    if (old === undefined) return;
+    this.#bytes -= 2 * old.length;
+    this.#names.delete(id);
   }
 
   /** How many names are kept. */
@@ -229,9 +270,116 @@ export class NameCache {
     return this.#names.size;
   }
 
+  /** How much name text is kept, at 2 bytes per UTF-16 unit. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** How many unknown ids are remembered. */
+  get unknownSize(): number {
+    return this.#unknown.size;
+  }
+
   /** How many times the lookup ran. */
   get lookups(): number {
     return this.#lookups;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// A walk of the cgroup tree in bounded steps (pure)
+
+/** One directory entry, as {@linkcode TreeWalk} reads it. */
+export interface DirEntry {
+  /** Its inode number: a cgroup directory's is its cgroup id. */
+  ino: bigint;
+  /** Its name, `.` and `..` included. */
+  name: string;
+  /** Whether it is a directory. */
+  dir: boolean;
+}
+
+/** What a {@linkcode TreeWalk} reads directories with: opendir(3) and readdir(3), or a table. */
+export interface DirReader<D> {
+  /** Opens the directory of a cgroup path (`/`, `/a/b`); `null` if it is gone. */
+  open(cgroupPath: string): D | null;
+  /** The next entry, or `null` at the end. */
+  read(dir: D): DirEntry | null;
+  /** Closes a directory that `open` returned. */
+  close(dir: D): void;
+}
+
+/** The most directories one walk visits, so a huge hierarchy cannot keep it going. */
+export const WALK_LIMIT = 100_000;
+
+/**
+ * A depth-first walk of a cgroup tree that stops after a given number of
+ * entries and goes on from there at the next {@linkcode step}, even in the
+ * middle of a directory: so no call does more than a bounded amount of
+ * work, however many cgroups (siblings or nested) there are. Each directory
+ * met, the root included, is handed to `found` with its cgroup path.
+ */
+export class TreeWalk<D> {
+  readonly #reader: DirReader<D>;
+  readonly #limit: number;
+  readonly #stack: string[] = ["/"];
+  #current: { path: string; dir: D } | undefined;
+  #visited = 0;
+
+  /**
+   * @param reader How directories are read.
+   * @param limit The most directories to visit (default {@linkcode WALK_LIMIT}).
+   */
+  constructor(reader: DirReader<D>, limit: number = WALK_LIMIT) {
+    this.#reader = reader;
+    this.#limit = limit;
+  }
+
+  /** Whether the walk has visited everything (or its limit). */
+  get done(): boolean {
+    return !this.#current && (this.#stack.length === 0 || this.#visited >= this.#limit);
+  }
+
+  /**
+   * Reads at most `budget` entries (an open counts as one), calling `found`
+   * for each directory. Returns whether the walk is done.
+   */
+  step(budget: number, found: (ino: bigint, cgroupPath: string) => void): boolean {
+    for (let n = 0; n < budget; n++) {
+      if (!this.#current) {
+        if (this.done) return true;
+        const path = this.#stack.pop()!;
+        this.#visited++;
+        const dir = this.#reader.open(path);
+        if (dir !== null) this.#current = { path, dir }; // else removed meanwhile
+        continue;
+      }
+      const { path, dir } = this.#current;
+      const entry = this.#reader.read(dir);
+      if (entry === null) {
+        this.#reader.close(dir);
+        this.#current = undefined;
+        continue;
+      }
+      if (!entry.dir || entry.name === "..") continue;
+      // A directory is named by its parent's entry; only the root by its ".".
+      if (entry.name === ".") {
+        if (path === "/") found(entry.ino, path);
+        continue;
+      }
+      const child = path === "/" ? `/${entry.name}` : `${path}/${entry.name}`;
+      found(entry.ino, child);
+      // The paths still to visit stay within the limit too.
+      if (this.#visited + this.#stack.length < this.#limit) this.#stack.push(child);
+    }
+    return this.done;
+  }
+
+  /** Closes the directory the walk is in, if any. Idempotent. */
+  close(): void {
+    if (this.#current) this.#reader.close(this.#current.dir);
+    this.#current = undefined;
+    this.#stack.length = 0;
   }
 }
 
@@ -251,8 +399,16 @@ const EPERM = 1;
 const ENOENT = 2;
 const ENOTDIR = 20;
 const MOUNTINFO_MAX = 4 * 1024 * 1024;
-/** The most directories one walk visits, so a huge hierarchy cannot stall the tracer. */
-const WALK_LIMIT = 100_000;
+/**
+ * A walk reads at most this many directory entries per call, and goes on at
+ * most every WALK_PACE_MS: about a millisecond at a time (1.1 ms median on
+ * the development host, 4.3 ms at most), so no hierarchy can stall the
+ * caller, which drains its ring in between. Each cgroup directory holds some
+ * 30 to 90 entries (its files), so 20,000 cgroups take about 20 s of calls
+ * to walk; a cgroup met early is named at once.
+ */
+const WALK_STEP = 1024;
+const WALK_PACE_MS = 10;
 
 const SAMPLE_CGROUP = "/system.slice/x.service";
 
@@ -374,11 +530,17 @@ const unclosedFds = new FinalizationRegistry<number>((fd) => c().close(fd));
  * on the host (`/system.slice/ssh.service`), or `null` for an id that is no
  * longer (or not yet visibly) a cgroup.
  *
- * Names are cached (4096 by default, least recently used out first), and an
- * id that did not resolve is tried again at most every `retryMs` (5 s by
- * default); a walk of the whole mount runs at most once per `retryMs`. An id
- * is never reused while the system runs, so a cached name stays right,
- * unless the cgroup is renamed.
+ * Names are cached (at most 4096 and 1 MiB of their text by default, least
+ * recently used out first: see {@linkcode NameCache}), and an id that did
+ * not resolve is tried again at most every `retryMs` (5 s by default). With
+ * CAP_DAC_READ_SEARCH an unknown id costs one `open_by_handle_at(2)`.
+ * Without it, a walk of the whole mount starts at most once per `retryMs`
+ * and runs in steps of at most 1024 directory entries, one step per call at
+ * most every 10 ms, so no call stalls on a large hierarchy: an id the first
+ * step does not reach is named by a later step, for its next event. A walk
+ * keeps the names it meets only while the cache has room, and those of ids
+ * asked for. An id is never reused while the system runs, so a cached name
+ * stays right, unless the cgroup is renamed.
  *
  * Owns an fd of the cgroup2 mount: close it, or use `using`.
  *
@@ -401,6 +563,8 @@ export class CgroupNames implements Disposable {
   readonly #retryMs: number;
   readonly #now: () => number;
   #lastWalk = -Infinity;
+  #walk: TreeWalk<Deno.PointerObject> | undefined;
+  #lastStep = -Infinity;
 
   private constructor(fd: number, mountPoint: string, options: CgroupNamesOptions) {
     this.#fd = fd;
@@ -441,6 +605,7 @@ export class CgroupNames implements Disposable {
   /** The cgroup path of `id` (e.g. `/system.slice/ssh.service`), or `null` if none is known. */
   name(id: bigint): string | null {
     this.#live();
+    if (this.#walk && this.#now() - this.#lastStep >= WALK_PACE_MS) this.#step(-1n);
     return this.#cache.get(id);
   }
 
@@ -487,41 +652,57 @@ export class CgroupNames implements Disposable {
     }
   }
 
-  /** Reads every directory of the mount into the cache, at most once per `retryMs`. */
+  /** Starts a walk of the mount, at most once per `retryMs`, and takes its first step. */
   #byWalk(id: bigint): string | null {
-    const now = this.#now();
-    if (now - this.#lastWalk < this.#retryMs) return null;
-    this.#lastWalk = now;
-    const base = this.#mountPoint.replace(/\/+$/, "");
-    const stack = ["/"];
+    if (!this.#walk) {
+      const now = this.#now();
+      if (now - this.#lastWalk < this.#retryMs) return null;
+      this.#lastWalk = now;
+      this.#walk = new TreeWalk(this.#dirs());
+    }
+    return this.#step(id);
+  }
+
+  /** One step of the walk in progress; returns `id`'s name if the step met it. */
+  #step(id: bigint): string | null {
     let found: string | null = null;
-    for (let visited = 0; stack.length > 0 && visited < WALK_LIMIT; visited++) {
-      const cgroup = stack.pop()!;
-      const dir = c().opendir(cstr(cgroup === "/" ? this.#mountPoint : base + cgroup));
-      if (dir === null) continue; // removed meanwhile
-      try {
-        for (let entry = c().readdir(dir); entry !== null; entry = c().readdir(dir)) {
-          // struct dirent (64-bit glibc): d_ino u64 at 0, d_type u8 at 18, d_name at 19.
-          const view = new Deno.UnsafePointerView(entry);
-          if (view.getUint8(18) !== DT_DIR) continue;
-          const name = readCString(Deno.UnsafePointer.offset(entry, 19));
-          if (name === "..") continue;
-          const path = name === "." ? cgroup : cgroup === "/" ? `/${name}` : `${cgroup}/${name}`;
-          const ino = view.getBigUint64(0);
-          this.#cache.set(ino, path);
-          if (ino === id) found = path;
-          if (name !== ".") stack.push(path);
-        }
-      } finally {
-        c().closedir(dir);
-      }
+    const done = this.#walk!.step(WALK_STEP, (ino, path) => {
+      if (ino === id) found = path;
+      this.#cache.offer(ino, path);
+    });
+    this.#lastStep = this.#now();
+    if (done) {
+      this.#walk!.close();
+      this.#walk = undefined;
     }
     return found;
+  }
+
+  /** The mount's directories, through opendir(3) and readdir(3). */
+  #dirs(): DirReader<Deno.PointerObject> {
+    const base = this.#mountPoint.replace(/\/+$/, "");
+    return {
+      open: (path) => c().opendir(cstr(path === "/" ? this.#mountPoint : base + path)),
+      read: (dir) => {
+        const entry = c().readdir(dir);
+        if (entry === null) return null;
+        // struct dirent (64-bit glibc): d_ino u64 at 0, d_type u8 at 18, d_name at 19.
+        const view = new Deno.UnsafePointerView(entry);
+        return {
+          ino: view.getBigUint64(0),
+          dir: view.getUint8(18) === DT_DIR,
+          name: readCString(Deno.UnsafePointer.offset(entry, 19)),
+        };
+      },
+      close: (dir) => void c().closedir(dir),
+    };
   }
 
   /** Closes the mount's fd. Idempotent. */
   close(): void {
     if (this.#fd < 0) return;
+    this.#walk?.close();
+    this.#walk = undefined;
     unclosedFds.unregister(this);
     c().close(this.#fd);
     this.#fd = -1;

@@ -13,9 +13,10 @@
 import { monotonicToEpochMs } from "../clock.ts";
 import { errnoName } from "../errno.ts";
 import { containerOf } from "./_cgroup.ts";
-import { devText, fileType, formatJson, formatText } from "./format.ts";
+import { devText, escapeJson, fileType, formatJson, formatText } from "./format.ts";
 import {
   OPS,
+  UNLINK_F_ARGV_REDACTED,
   UNLINK_F_ARGV_TRUNCATED,
   UNLINK_F_INODE,
   UNLINK_F_NAME_TRUNCATED,
@@ -33,8 +34,12 @@ const F = unlinkEvent.fields;
 const [COMM, COMM_LEN] = [F.comm[1], 16];
 const [FILENAME, FILENAME_LEN] = [F.filename[1], 256];
 const [PCOMM, ARGV, PATH] = [F.pcomm[1], F.argv[1], unlinkEvent.size];
-/** Records with these flags take the string path. */
-const SLOW = UNLINK_F_NAME_TRUNCATED | UNLINK_F_ARGV_TRUNCATED | UNLINK_F_PATH_HEAD;
+/**
+ * Records with these flags take the string path. A redacted command line is
+ * one: its line is never the reused attribution JSON of another's.
+ */
+const SLOW = UNLINK_F_NAME_TRUNCATED | UNLINK_F_ARGV_TRUNCATED | UNLINK_F_ARGV_REDACTED |
+  UNLINK_F_PATH_HEAD;
 const CUT = UNLINK_F_PATH_TRUNCATED | UNLINK_F_PATH_PARTIAL;
 const AT_FDCWD = -100;
 /**
@@ -95,7 +100,11 @@ export type EventFormat = "json" | "text";
 
 /** Options for an {@linkcode EventWriter}. */
 export interface EventWriterOptions {
-  /** Names a cgroup id ({@linkcode UnlinkTracer.cgroupName}); without it `cgroup` is null. */
+  /**
+   * Names a cgroup id ({@linkcode UnlinkTracer.cgroupName}); without it
+   * `cgroup` is null. The writer keeps no names of its own (only the last
+   * one's JSON), so writers that share a tracer share its one bounded cache.
+   */
   cgroupName?: (id: number) => string | null;
   /** Text: the FILENAME column shows the name as passed, not the absolute path. */
   rawNames?: boolean;
@@ -136,8 +145,10 @@ export class EventWriter {
   #sourceView!: DataView;
   #cgroupName: (id: number) => string | null;
   #rawNames: boolean;
-  /** `,"cgroup":...,"container":...` by cgroup id, for ids that have a name. */
-  #cgroups = new Map<number, Uint8Array>();
+  /** The last cgroup id named, its name, and its `,"cgroup":...,"container":...`. */
+  #cgroupId = -1;
+  #cgroupText: string | null = null;
+  #cgroupJson: Uint8Array | undefined;
   /** The raw attribution bytes of the last JSON line (see WHO), and their JSON. */
   #whoKey = new Uint8Array(WHO_BYTES + 256);
   #whoArgvLen = -1;
@@ -333,7 +344,7 @@ export class EventWriter {
     if (!this.#argv(bytes, offset + ARGV, argvLen)) return this.#slow(start, bytes, offset);
     this.#put(JSON_CLOSE);
     // A cgroup not named yet may be named later: its lines are not reused.
-    if (this.#cgroups.has(cgroupId)) {
+    if (this.#cgroupText !== null) {
       this.#whoJson = this.#buf.slice(who, this.#pos);
       this.#keepWho(bytes, offset, argvLen);
     } else {
@@ -410,19 +421,25 @@ export class EventWriter {
     return true;
   }
 
-  /** `,"cgroup":...,"container":...` for a cgroup id. */
+  /**
+   * `,"cgroup":...,"container":...` for a cgroup id, made again only when the
+   * id or its name changed since the last call.
+   */
   #cgroup(id: number): Uint8Array {
-    let b = this.#cgroups.get(id);
-    if (b) return b;
     const name = this.#cgroupName(id);
-    b = bytesOf(
-      `,"cgroup":${JSON.stringify(name)},"container":${
-        JSON.stringify(name === null ? null : containerOf(name))
-      }`,
+    if (this.#cgroupJson && id === this.#cgroupId && name === this.#cgroupText) {
+      return this.#cgroupJson;
+    }
+    this.#cgroupId = id;
+    this.#cgroupText = name;
+    this.#cgroupJson = bytesOf(
+      escapeJson(
+        `,"cgroup":${JSON.stringify(name)},"container":${
+          JSON.stringify(name === null ? null : containerOf(name))
+        }`,
+      ),
     );
-    // A name not known yet may be known later; a known one stays.
-    if (name !== null) this.#cgroups.set(id, b);
-    return b;
+    return this.#cgroupJson;
   }
 
   #ascii(s: string) {

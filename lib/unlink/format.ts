@@ -15,9 +15,11 @@
  * far to trust it ({@linkcode pathStatus}).
  *
  * Text lines show the absolute path (or the name as passed), escape control
- * characters and each byte that is not part of valid UTF-8 as `\xNN`, start
- * a path whose beginning was lost with `…`, and end a cut name with
- * {@linkcode TRUNCATED_MARK}.
+ * characters (C0, DEL and C1), bidirectional overrides and each byte that is
+ * not part of valid UTF-8 as `\xNN` (an escaped character as its UTF-8
+ * bytes), start a path whose beginning was lost with `…`, and end a cut name
+ * with {@linkcode TRUNCATED_MARK}. JSON lines carry the same characters as
+ * `\uXXXX` escapes.
  *
  * @module
  */
@@ -26,10 +28,12 @@ import { monotonicToEpochMs } from "../clock.ts";
 import { errnoName } from "../errno.ts";
 import { containerOf } from "./_cgroup.ts";
 import { normalizePath } from "./_path.ts";
+import { sequenceLength } from "./_utf8.ts";
 import {
   type Op,
   OPS,
   type SkippedMethod,
+  UNLINK_F_ARGV_REDACTED,
   UNLINK_F_ARGV_TRUNCATED,
   UNLINK_F_INODE,
   UNLINK_F_NAME_TRUNCATED,
@@ -58,13 +62,39 @@ export const TEXT_HEADER = `${"TIME".padEnd(12)} ${"PID".padStart(7)} ${"COMM".p
   "RET".padEnd(12)
 } ${"LAT(us)".padStart(9)} FILENAME`;
 
-/** Replaces control characters so a hostile filename cannot drive the terminal. */
+/**
+ * The characters that no output shows as themselves, one table for text and
+ * JSON: the C0 controls and DEL; the C1 controls U+0080–U+009F (U+009B is a
+ * CSI that starts a terminal command, U+0085 a newline to some terminals);
+ * the bidirectional marks, embeddings, overrides and isolates (U+061C,
+ * U+200E, U+200F, U+202A–U+202E, U+2066–U+2069), which reorder what a
+ * terminal or an editor shows; and the line and paragraph separators U+2028
+ * and U+2029. Text shows each as the `\xNN` of its UTF-8 bytes
+ * ({@linkcode escapeControl}), JSON as `\uXXXX` ({@linkcode escapeJson}).
+ */
+// deno-lint-ignore no-control-regex
+const UNSAFE = /[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/g;
+
+const hex2 = (b: number) => `\\x${b.toString(16).padStart(2, "0")}`;
+const utf8Bytes = new TextEncoder();
+
+/**
+ * Shows each character a hostile name could drive a terminal with (the
+ * table above) as the `\xNN` of its UTF-8 bytes: a newline as `\x0a`, U+009B
+ * (CSI) as `\xc2\x9b`, U+202E (right-to-left override) as `\xe2\x80\xae`.
+ */
 export function escapeControl(s: string): string {
-  return s.replace(
-    // deno-lint-ignore no-control-regex
-    /[\x00-\x1f\x7f]/g,
-    (ch) => `\\x${ch.charCodeAt(0).toString(16).padStart(2, "0")}`,
-  );
+  return s.replace(UNSAFE, (ch) => [...utf8Bytes.encode(ch)].map(hex2).join(""));
+}
+
+/**
+ * JSON text with the characters of the same table that JSON.stringify leaves
+ * raw (DEL, C1 controls, bidi marks and overrides, U+2028 and U+2029) as
+ * `\uXXXX` escapes: the same values to a parser, nothing for a terminal that
+ * shows the line. The C0 controls are already escaped by JSON.stringify.
+ */
+export function escapeJson(json: string): string {
+  return json.replace(UNSAFE, (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }
 
 /**
@@ -84,26 +114,6 @@ export function filenameTruncated(e: UnlinkEvent): boolean {
 // ignoreBOM: a name may start with U+FEFF, and it must not vanish.
 const utf8 = new TextDecoder("utf-8", { ignoreBOM: true });
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-
-/** The length of the valid UTF-8 sequence at `b[i]`, or 0 if none starts there. */
-function sequenceLength(b: Uint8Array, i: number): number {
-  const lead = b[i];
-  if (lead < 0x80) return 1;
-  const cont = (k: number, lo = 0x80, hi = 0xbf) => b[i + k] >= lo && b[i + k] <= hi;
-  if (lead >= 0xc2 && lead <= 0xdf) return cont(1) ? 2 : 0;
-  if (lead >= 0xe0 && lead <= 0xef) {
-    // No overlong forms (E0 80-9F) and no UTF-16 surrogates (ED A0-BF).
-    const ok = cont(1, lead === 0xe0 ? 0xa0 : 0x80, lead === 0xed ? 0x9f : 0xbf) && cont(2);
-    return ok ? 3 : 0;
-  }
-  if (lead >= 0xf0 && lead <= 0xf4) {
-    // No overlong forms (F0 80-8F) and nothing past U+10FFFF (F4 90-BF).
-    const ok = cont(1, lead === 0xf0 ? 0x90 : 0x80, lead === 0xf4 ? 0x8f : 0xbf) &&
-      cont(2) && cont(3);
-    return ok ? 4 : 0;
-  }
-  return 0;
-}
 
 /**
  * Bytes as text for a terminal: valid UTF-8 as itself, with control characters
@@ -304,12 +314,17 @@ export interface EventJson {
   container: string | null;
   /** The mount namespace's inode number. */
   mntns: number;
-  /** The command line, its first 256 bytes. */
+  /**
+   * The command line, its first 256 bytes: with the `argv` option `"argv0"`
+   * only its first argument, with `"none"` `[]`.
+   */
   argv: string[];
   /** Present, and true, only when the command line was longer than the 256 bytes kept. */
   argv_truncated?: true;
   /** Present only when the command line is not valid UTF-8: its bytes, NUL-separated, base64. */
   argv_b64?: string;
+  /** Present, and true, only when a `redact` pattern replaced parts of `argv` with `*****`. */
+  argv_redacted?: true;
 }
 
 /** The `data` of a JSON `event` line. */
@@ -349,12 +364,13 @@ export function eventData(e: UnlinkEvent): EventJson {
     argv: argvOf(e),
     ...(e.flags & UNLINK_F_ARGV_TRUNCATED ? { argv_truncated: true } : {}),
     ...(argvRaw ? { argv_b64: argvRaw.toBase64() } : {}),
+    ...(e.flags & UNLINK_F_ARGV_REDACTED ? { argv_redacted: true } : {}),
   };
 }
 
 /** One JSON `event` line (no newline). */
 export function formatJson(e: UnlinkEvent): string {
-  return JSON.stringify({ type: "event", data: eventData(e) });
+  return escapeJson(JSON.stringify({ type: "event", data: eventData(e) }));
 }
 
 /** The `attach` line (no newline): the method in use, and the better ones that failed. */
@@ -368,7 +384,7 @@ export function envelope(type: "lost", data: { count: number }): string;
 export function envelope(type: "summary", data: { events: number; lost: number }): string;
 /** A JSON envelope line of any type (no newline). */
 export function envelope(type: string, data: unknown): string {
-  return JSON.stringify({ type, data });
+  return escapeJson(JSON.stringify({ type, data }));
 }
 
 /** `attached via tracepoint (fentry: load refused (EPERM); kprobe: ...)` */

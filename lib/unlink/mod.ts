@@ -29,6 +29,7 @@
 export * from "./tracer.ts";
 export * from "./format.ts";
 export * from "./event_writer.ts";
+export { ArgvRedactor, DEFAULT_REDACT_PATTERNS, REDACTED } from "./redact.ts";
 export * from "./probe.ts";
 export * from "./doctor.ts";
 export {

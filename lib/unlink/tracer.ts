@@ -42,6 +42,8 @@ import { checkLayout, decodeCString, type Decoded, fieldSize, type Layout } from
 import { normalizePath } from "./_path.ts";
 import { cgroupIdOf, CgroupNames } from "./_cgroup.ts";
 import { BpfObject, type Link } from "../object.ts";
+import { decodedRecords } from "../_wait.ts";
+import { ArgvRedactor } from "./redact.ts";
 import type { BpfMap } from "../map.ts";
 import { checkRingSize, type RecordHandler, RingBuffer } from "../ring_buffer.ts";
 import { pathExists, processCanTrace } from "../_sys.ts";
@@ -70,6 +72,20 @@ export const UNLINK_F_INODE = 1 << 6;
  * its end (a name over 255 bytes that fentry or kprobe did not find).
  */
 export const UNLINK_F_PATH_HEAD = 1 << 7;
+/**
+ * Set by the tracer, never by the kernel: a `redact` pattern matched, and
+ * `argv` holds the command line with each match replaced by `*****`.
+ */
+export const UNLINK_F_ARGV_REDACTED = 1 << 8;
+
+/**
+ * How much of the command line leaves the kernel (`argv` option), by its
+ * `UNLINK_ARGV_*` value in bpf/unlink.h: nothing, argv[0], or the first 256
+ * bytes.
+ */
+export const ARGV_MODES = ["none", "argv0", "full"] as const;
+/** A value of the `argv` option. */
+export type ArgvMode = typeof ARGV_MODES[number];
 
 /** The operations, by `UnlinkEvent.op` (`UNLINK_OP_*` in bpf/unlink.h). */
 export const OPS = ["unlink", "rmdir", "rename_replace"] as const;
@@ -86,6 +102,11 @@ const FILENAME_SIZE = fieldSize(UNLINK_EVENT_FIELDS.filename[0]);
 const PATH_AT = layout.size;
 const PATH_LEN_AT = UNLINK_EVENT_FIELDS.path_len[1];
 const FLAGS_AT = UNLINK_EVENT_FIELDS.flags[1];
+const ARGV_AT = UNLINK_EVENT_FIELDS.argv[1];
+const ARGV_SIZE = fieldSize(UNLINK_EVENT_FIELDS.argv[0]);
+const ARGV_LEN_AT = UNLINK_EVENT_FIELDS.argv_len[1];
+/** A record's head and the longest path the kernel sends (PATH_KEEP - 1 bytes). */
+const MAX_RECORD = PATH_AT + 4096;
 const NON_ASCII = /[\u0080-\uffff]/;
 
 /**
@@ -208,6 +229,21 @@ export interface UnlinkTracerOptions {
   paths?: string[];
   /** Also report directories removed: rmdir(2), unlinkat(AT_REMOVEDIR). */
   rmdir?: boolean;
+  /**
+   * How much of the command line the BPF program copies: `"full"` (default,
+   * its first 256 bytes), `"argv0"` (the first argument only) or `"none"`
+   * (`argv_len` 0). What is not copied never leaves the kernel.
+   */
+  argv?: ArgvMode;
+  /**
+   * Patterns of secrets to take out of the command line before any output
+   * sees it (JavaScript regular expressions, compiled with the `u` flag;
+   * see {@linkcode ArgvRedactor} and `DEFAULT_REDACT_PATTERNS`). Each
+   * capture group's match (the whole match without groups) becomes
+   * `*****`, in the records {@linkcode UnlinkTracer.drain} hands over and
+   * the events the iterator yields, marked {@linkcode UNLINK_F_ARGV_REDACTED}.
+   */
+  redact?: readonly (string | RegExp)[];
   /** Also report renames that replace an existing file (fentry and kprobe only). */
   rename?: boolean;
   /** Only unlinks that failed. */
@@ -265,6 +301,12 @@ function validate(options: UnlinkTracerOptions): number {
     if (n === 0 || n > 15) {
       throw new RangeError(`comm must be 1 to 15 bytes (the kernel's limit), got ${n}`);
     }
+  }
+  if (options.redact !== undefined && !Array.isArray(options.redact)) {
+    throw new TypeError("redact must be an array of patterns (strings or RegExps)");
+  }
+  if (options.argv !== undefined && !ARGV_MODES.includes(options.argv)) {
+    throw new TypeError(`Unknown argv "${options.argv}": use ${ARGV_MODES.join(", ")}`);
   }
   const mode = options.mode ?? "auto";
   if (mode !== "auto" && !ATTACH_METHODS.includes(mode)) {
@@ -329,7 +371,14 @@ export class UnlinkTracer implements Disposable, AsyncIterable<UnlinkEvent> {
   readonly #skipped: SkippedMethod[];
   readonly #probes: string[];
   readonly #paths: readonly string[];
+  readonly #redactor: ArgvRedactor | undefined;
+  /** The redacted copy of the record being handed over. */
+  #copy = new Uint8Array(MAX_RECORD);
+  /** The last command line redacted, and what it became (undefined: nothing matched). */
+  #lastArgv = new Uint8Array(0);
+  #lastRedacted: Uint8Array | undefined;
   #cgroups: CgroupNames | null | undefined;
+  #closed = false;
 
   private constructor(
     obj: BpfObject,
@@ -337,9 +386,11 @@ export class UnlinkTracer implements Disposable, AsyncIterable<UnlinkEvent> {
     method: AttachMethod,
     skipped: SkippedMethod[],
     paths: readonly string[],
+    redactor: ArgvRedactor | undefined,
   ) {
     this.#obj = obj;
     this.#paths = paths;
+    this.#redactor = redactor;
     this.#links = links;
     this.#method = method;
     this.#skipped = skipped;
@@ -359,6 +410,7 @@ export class UnlinkTracer implements Disposable, AsyncIterable<UnlinkEvent> {
    */
   static open(options: UnlinkTracerOptions = {}): UnlinkTracer {
     const ringSize = validate(options);
+    const redactor = options.redact?.length ? new ArgvRedactor(options.redact) : undefined;
     preflight();
     const mode = options.mode ?? "auto";
     const methods = mode === "auto" ? ATTACH_METHODS : [mode];
@@ -378,7 +430,7 @@ export class UnlinkTracer implements Disposable, AsyncIterable<UnlinkEvent> {
       try {
         return new UnlinkTracer(attached.obj, attached.links, method, skipped, [
           ...options.paths ?? [],
-        ]);
+        ], redactor);
       } catch (error) {
         for (const link of attached.links.reverse()) link.close();
         attached.obj.close();
@@ -434,8 +486,13 @@ export class UnlinkTracer implements Disposable, AsyncIterable<UnlinkEvent> {
 
   /** Yields events until {@linkcode stop} or close. */
   async *[Symbol.asyncIterator](): AsyncIterator<UnlinkEvent> {
-    for await (const e of this.#ring.records(unlinkEvent) as AsyncIterable<UnlinkEvent>) {
-      if (this.#paths.length && !this.#pathWanted(e.flags, e.path)) continue;
+    // The records drain() hands over: filtered and redacted as there.
+    const records = decodedRecords({
+      wait: () => this.#ring.wait(),
+      drain: (fn, limit) => this.#drain(fn, limit),
+      closed: () => this.#closed,
+    }, (bytes, offset, length) => unlinkEvent.decode(bytes, offset, length));
+    for await (const e of records) {
       e.cgroup = this.cgroupName(e.cgroup_id);
       yield e;
     }
@@ -461,21 +518,64 @@ export class UnlinkTracer implements Disposable, AsyncIterable<UnlinkEvent> {
    * Low level, for consumers that format bytes directly: hands every record
    * in the ring to `fn` (decode with {@linkcode unlinkEvent}). Returns the
    * count handed over.
+   *
+   * A record is the kernel's, as it sits in the ring, unless a `redact`
+   * pattern matched its command line: then it is the tracer's copy, with
+   * the matches replaced and {@linkcode UNLINK_F_ARGV_REDACTED} set. Either
+   * way its `argv` holds only what the `argv` option lets out of the kernel,
+   * and zeros after `argv_len`. The bytes are valid only during the call.
    */
   drain(fn: RecordHandler): number {
-    if (!this.#paths.length) return this.#ring.drain(fn);
+    return this.#drain(fn, Infinity);
+  }
+
+  #drain(fn: RecordHandler, limit: number): number {
+    if (!this.#paths.length && !this.#redactor) return this.#ring.drain(fn, limit);
     let n = 0;
     this.#ring.drain((bytes, offset, length) => {
-      const flags = bytes[offset + FLAGS_AT];
-      if (flags & UNLINK_F_PATH_JOINED) {
-        const len = bytes[offset + PATH_LEN_AT] | bytes[offset + PATH_LEN_AT + 1] << 8;
-        const path = decodeCString(bytes, offset + PATH_AT, len);
-        if (!this.#pathWanted(flags, path)) return;
-      }
+      if (this.#paths.length && !this.#recordWanted(bytes, offset)) return;
       n++;
-      fn(bytes, offset, length);
-    });
+      if (this.#redactor && this.#redact(bytes, offset, length)) fn(this.#copy, 0, length);
+      else fn(bytes, offset, length);
+    }, limit);
     return n;
+  }
+
+  /** The `paths` filter on a record's bytes (see {@linkcode #pathWanted}). */
+  #recordWanted(bytes: Uint8Array, offset: number): boolean {
+    const flags = bytes[offset + FLAGS_AT];
+    if (!(flags & UNLINK_F_PATH_JOINED)) return true;
+    const len = bytes[offset + PATH_LEN_AT] | bytes[offset + PATH_LEN_AT + 1] << 8;
+    return this.#pathWanted(flags, decodeCString(bytes, offset + PATH_AT, len));
+  }
+
+  /**
+   * Copies the record into #copy with its command line redacted, if a
+   * pattern matched it; returns whether it did. A process deletes many
+   * files with one command line, so the last one's result is reused.
+   */
+  #redact(bytes: Uint8Array, offset: number, length: number): boolean {
+    const argvLen = bytes[offset + ARGV_LEN_AT] | bytes[offset + ARGV_LEN_AT + 1] << 8;
+    const argv = bytes.subarray(offset + ARGV_AT, offset + ARGV_AT + argvLen);
+    if (!sameBytes(argv, this.#lastArgv)) {
+      this.#lastArgv = argv.slice();
+      this.#lastRedacted = argvLen ? this.#redactor!.redact(argv) : undefined;
+    }
+    const redacted = this.#lastRedacted;
+    if (!redacted) return false;
+    if (length > this.#copy.length) this.#copy = new Uint8Array(length);
+    const copy = this.#copy;
+    copy.set(bytes.subarray(offset, offset + length));
+    const kept = Math.min(redacted.length, ARGV_SIZE);
+    copy.fill(0, ARGV_AT, ARGV_AT + ARGV_SIZE);
+    copy.set(redacted.subarray(0, kept), ARGV_AT);
+    // Each "*****" can be longer than what it replaced: a line past 256 bytes is cut there.
+    const view = new DataView(copy.buffer);
+    let flags = view.getUint32(FLAGS_AT, true) | UNLINK_F_ARGV_REDACTED;
+    if (redacted.length > ARGV_SIZE) flags |= UNLINK_F_ARGV_TRUNCATED;
+    view.setUint32(FLAGS_AT, flags, true);
+    view.setUint16(ARGV_LEN_AT, kept, true);
+    return true;
   }
 
   /**
@@ -503,6 +603,7 @@ export class UnlinkTracer implements Disposable, AsyncIterable<UnlinkEvent> {
 
   /** Detaches, unmaps the ring and unloads the object. Idempotent. */
   close(): void {
+    this.#closed = true;
     this.stop();
     this.#ring.close();
     this.#obj.close();
@@ -514,6 +615,13 @@ export class UnlinkTracer implements Disposable, AsyncIterable<UnlinkEvent> {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+/** Whether two byte strings are equal. */
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** BPF wakes the reader once this much is waiting: 256 KiB, or a quarter of a small ring. */
@@ -640,6 +748,7 @@ function openObject(
     if (options.cgroup !== undefined) obj.setConst("targ_cgroup", cgroupIdOf(options.cgroup));
     if (options.failedOnly) obj.setConst("targ_failed", true);
     if (options.rmdir) obj.setConst("targ_rmdir", true);
+    if (options.argv !== undefined) obj.setConst("targ_argv", ARGV_MODES.indexOf(options.argv));
     if (options.paths?.length) obj.setConst("targ_paths", true);
     if (Deno.build.arch === "aarch64") obj.setConst("kprobe_arm64", true);
     // Only fentry and kprobe see the looked-up file, and need room for its path.
