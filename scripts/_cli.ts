@@ -31,3 +31,53 @@ export function errorLine(error: unknown, script: string): string {
   }
   return (error instanceof Error ? error.message : String(error)).split("\n")[0];
 }
+
+/** The option table `parseArgs` takes, as far as {@linkcode joinDashValues} reads it. */
+type OptionTable = Record<string, { type: "string" | "boolean"; short?: string }>;
+
+/**
+ * `args` with each dash-led value of a string option joined to its flag
+ * (`-p -5` becomes `--pid=-5`), so that the option's own check says what is
+ * wrong with it, as it does for `--pid=-5`; `parseArgs` would only call the
+ * value "ambiguous". A known option in the value's place means the value is
+ * missing, and the error says so.
+ *
+ * @throws {TypeError} `--count needs a value, got the option "--json"`.
+ *
+ * @example
+ * ```ts
+ * import { joinDashValues } from "./_cli.ts";
+ *
+ * joinDashValues(["-p", "-5", "-x"], {
+ *   pid: { type: "string", short: "p" },
+ *   failed: { type: "boolean", short: "x" },
+ * }); // ["--pid=-5", "-x"]
+ * ```
+ */
+export function joinDashValues(args: readonly string[], options: OptionTable): string[] {
+  const takesValue = new Map<string, string>();
+  const shorts = new Set<string>();
+  for (const [name, option] of Object.entries(options)) {
+    if (option.short) shorts.add(option.short);
+    if (option.type !== "string") continue;
+    takesValue.set(`--${name}`, name);
+    if (option.short) takesValue.set(`-${option.short}`, name);
+  }
+  const isOption = (arg: string) =>
+    arg === "--" ||
+    (arg.startsWith("--") ? arg.slice(2).split("=")[0] in options : shorts.has(arg[1]));
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const [arg, next] = [args[i], args[i + 1]];
+    if (arg === "--") return [...out, ...args.slice(i)];
+    const name = takesValue.get(arg);
+    if (name === undefined || next === undefined || !next.startsWith("-") || next === "-") {
+      out.push(arg);
+      continue;
+    }
+    if (isOption(next)) throw new TypeError(`${arg} needs a value, got the option "${next}"`);
+    out.push(`--${name}=${next}`);
+    i++;
+  }
+  return out;
+}

@@ -42,8 +42,8 @@ Exit status: 0 if some attach method works, 1 if none does, 2 for a bad option.`
 const MARKS = { true: "✓", false: "✗", null: "?" } as const;
 const COLORS = { true: "green", false: "red", null: "yellow" } as const;
 
-/** The width of the name column. */
-const NAME_WIDTH = 17;
+/** The width of the name column: the longest name ("deno permissions") and two spaces. */
+const NAME_WIDTH = 18;
 
 /** One line for a check: mark, name, detail, and the fix for a ✗. Pure. */
 export function formatCheck(check: Check, color = false): string {

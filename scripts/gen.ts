@@ -3,8 +3,9 @@
  * Generates a typed TypeScript module (a "skeleton") for a compiled BPF
  * object, as `bpftool gen skeleton` does for C and `bpf2go` for Go.
  *
- *   deno task gen probe.bpf.o probe_bpf.ts
- *   deno run --allow-read --allow-write https://.../scripts/gen.ts probe.bpf.o probe_bpf.ts
+ *   deno run --allow-read --allow-write /opt/deno_bpf/scripts/gen.ts probe.bpf.o probe_bpf.ts
+ *   deno run --allow-import=HOST --allow-read --allow-write https://HOST/.../scripts/gen.ts probe.bpf.o probe_bpf.ts
+ *   deno task gen probe.bpf.o probe_bpf.ts      # inside the checkout only (it reads deno.json)
  *
  * Deno permissions: `--allow-read` (the object) and `--allow-write` (the
  * module). No FFI: the object's ELF and BTF are read in TypeScript.
@@ -21,7 +22,9 @@ import { dirname, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { generateSkeleton } from "../lib/skeleton.ts";
 
-const USAGE = `Usage: deno task gen [options] OBJ.bpf.o OUT.ts
+const USAGE =
+  `Usage: deno run --allow-read --allow-write PATH/scripts/gen.ts [options] OBJ.bpf.o OUT.ts
+       (PATH a deno_bpf checkout or URL; in the checkout, deno task gen works too)
 
 Writes OUT.ts: the object embedded, a typed layout per DENO_BPF_RECORD struct,
 and open() with typed programs, maps and settings.
@@ -70,22 +73,31 @@ export function objectName(obj: string): string {
 }
 
 async function main(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    options: {
-      import: { type: "string" },
-      name: { type: "string" },
-      bigint: { type: "boolean" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        import: { type: "string" },
+        name: { type: "string" },
+        bigint: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+    });
+  } catch (error) {
+    console.error(`gen: ${(error as Error).message.split("\n")[0]}; see --help`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
   if (values.help) {
     console.log(USAGE);
     return 0;
   }
   if (positionals.length !== 2) {
-    console.error(USAGE);
+    console.error(
+      `gen: needs OBJ.bpf.o and OUT.ts, got ${positionals.length} arguments; see --help`,
+    );
     return 2;
   }
   const [obj, out] = positionals;

@@ -14,7 +14,7 @@
  */
 
 import { parseArgs, styleText } from "node:util";
-import { errorLine, status, STOP_SIGNALS } from "./_cli.ts";
+import { errorLine, joinDashValues, status, STOP_SIGNALS } from "./_cli.ts";
 import { main as doctorMain } from "./doctor.ts";
 import { outputClosed } from "../lib/_sys.ts";
 import { checkRingSize, logToStderr, releaseFreedMemory, setLogHandler } from "../mod.ts";
@@ -25,11 +25,12 @@ import {
   ATTACH_METHODS,
   type AttachMethod,
   attachText,
+  cgroupIdOf,
+  checkPaths,
   DEFAULT_RING_SIZE,
   envelope,
   EventWriter,
   formatText,
-  MAX_PREFIXES,
   TEXT_HEADER,
   unlinkEvent,
   UnlinkTracer,
@@ -56,7 +57,8 @@ Options:
       --cgroup PATH      only tasks in this cgroup v2 (not its children): a
                          directory of the cgroup2 mount, or a path like /x.scope
       --path PREFIX      only files at or under this absolute path (<= 255 bytes;
-                         repeat for up to 8); /tmp/a matches /tmp/a/x, not /tmp/ab
+                         repeat for up to 8); /tmp/a matches /tmp/a/x, not /tmp/ab;
+                         ., .. and // are folded first (/a/../b is /b)
   -x, --failed           only failed unlinks
       --rmdir            also directories removed (rmdir, unlinkat AT_REMOVEDIR)
       --rename           also renames that replace an existing file (fentry and
@@ -145,12 +147,18 @@ function ringSize(text: string | undefined): number | undefined {
   return n;
 }
 
-/** `parse(text)`, with its TypeError as a {@linkcode UsageError}. */
-function usage<T>(parse: (text: string) => T, text: string): T {
+/**
+ * `check(value)`, the library's own check, with its TypeError or RangeError
+ * as a {@linkcode UsageError} (prefixed with `flag` where the message does
+ * not name it).
+ */
+function usage<A, T>(check: (value: A) => T, value: A, flag?: string): T {
   try {
-    return parse(text);
+    return check(value);
   } catch (error) {
-    if (error instanceof TypeError) throw new UsageError(error.message);
+    if (error instanceof TypeError || error instanceof RangeError) {
+      throw new UsageError(flag ? `${flag}: ${error.message}` : error.message);
+    }
     throw error;
   }
 }
@@ -159,7 +167,7 @@ function usage<T>(parse: (text: string) => T, text: string): T {
 export function parseTraceArgs(args: string[]): TraceArgs {
   let values;
   try {
-    ({ values } = parseArgs({
+    const config = {
       args,
       strict: true,
       allowPositionals: false,
@@ -190,7 +198,8 @@ export function parseTraceArgs(args: string[]): TraceArgs {
         doctor: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
-    }));
+    } as const;
+    ({ values } = parseArgs({ ...config, args: joinDashValues(args, config.options) }));
   } catch (error) {
     // parseArgs explains over several lines; the first says what is wrong.
     throw new UsageError((error instanceof Error ? error.message : String(error)).split("\n")[0]);
@@ -204,14 +213,7 @@ export function parseTraceArgs(args: string[]): TraceArgs {
     throw new UsageError(`--name needs 1 to 15 bytes (the kernel's comm limit), got "${name}"`);
   }
   const paths = values.path ?? [];
-  if (paths.length > MAX_PREFIXES) {
-    throw new UsageError(`--path can be given at most ${MAX_PREFIXES} times, got ${paths.length}`);
-  }
-  for (const path of paths) {
-    if (!path.startsWith("/") || new TextEncoder().encode(path.replace(/\/+$/, "")).length > 255) {
-      throw new UsageError(`--path needs an absolute path of at most 255 bytes, got "${path}"`);
-    }
-  }
+  usage(checkPaths, paths, "--path");
   if (values.argv !== undefined && !ARGV_MODES.includes(values.argv as ArgvMode)) {
     throw new UsageError(`--argv must be ${ARGV_MODES.join(", ")}; got "${values.argv}"`);
   }
@@ -393,8 +395,14 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (args.doctor) return doctorMain(args.json ? ["--json"] : []);
   try {
+    // A cgroup is named on this machine's cgroup2 mount: checked here, before anything loads.
+    if (args.tracer.cgroup !== undefined) usage(cgroupIdOf, args.tracer.cgroup, "--cgroup");
     return await trace(args);
   } catch (error) {
+    if (error instanceof UsageError) {
+      status(`trace: ${error.message}; see --help`);
+      return 2;
+    }
     status(`trace: ${errorLine(error, "scripts/trace.ts")}`);
     if (args.verbose && error instanceof Error && error.stack) status(error.stack);
     return 1;

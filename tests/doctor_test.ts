@@ -177,6 +177,19 @@ kernelTest("doctor.ts --json prints one object with the same facts, and exits 0"
   assert.equal(lines.at(-1), `→ ${report.summary}`);
 });
 
+Deno.test("every line of the doctor's report has its detail in one column, two spaces after the longest name", async () => {
+  const [json, text] = [await runDoctor(["--json"]), await runDoctor([])];
+  const names = (JSON.parse(json.stdout) as DoctorReport).checks.map((c) => c.name);
+  const lines = text.stdout.trimEnd().split("\n").slice(0, -1);
+  assert.equal(lines.length, names.length, text.stdout);
+  const column = 2 + Math.max(...names.map((n) => n.length)) + 2;
+  lines.forEach((l, i) => {
+    assert.equal(l.slice(2, 2 + names[i].length), names[i], l);
+    assert.match(l.slice(2 + names[i].length, column), /^ {2,}$/, `gap after the name: ${l}`);
+    assert.match(l.slice(column), /^\S/, `the detail starts at column ${column}: ${l}`);
+  });
+});
+
 Deno.test("doctor's parsers read lockdown, status, maps and kernel versions", () => {
   assert.equal(parseLockdown("none [integrity] confidentiality\n"), "integrity");
   assert.equal(parseLockdown("[none] integrity confidentiality\n"), "none");
@@ -205,9 +218,9 @@ Deno.test("doctor's parsers read lockdown, status, maps and kernel versions", ()
 
 Deno.test("a failed check prints its fix on the same line; a passed or unknown one does not", () => {
   const fail = { name: "kprobe", ok: false, detail: "attach failed (ENOENT)", fix: "do X" };
-  assert.equal(formatCheck(fail), `✗ kprobe           attach failed (ENOENT) — fix: do X`);
-  assert.equal(formatCheck({ ...fail, ok: true }), `✓ kprobe           attach failed (ENOENT)`);
-  assert.equal(formatCheck({ ...fail, ok: null }), `? kprobe           attach failed (ENOENT)`);
+  assert.equal(formatCheck(fail), `✗ kprobe            attach failed (ENOENT) — fix: do X`);
+  assert.equal(formatCheck({ ...fail, ok: true }), `✓ kprobe            attach failed (ENOENT)`);
+  assert.equal(formatCheck({ ...fail, ok: null }), `? kprobe            attach failed (ENOENT)`);
 });
 
 Deno.test("the summary names the method auto picks and why the better ones failed", () => {

@@ -29,7 +29,8 @@ const SKELETON_URL = new URL("../lib/skeleton.ts", import.meta.url).href;
 async function run(cmd: string, args: string[], cwd?: string) {
   const out = await new Deno.Command(cmd, { args, cwd, stdout: "piped", stderr: "piped" })
     .output();
-  return { ok: out.success, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+  const [stdout, stderr] = [text.decode(out.stdout), text.decode(out.stderr)];
+  return { ok: out.success, code: out.code, stdout, stderr };
 }
 
 /** Compiles the sample once per test run; returns its directory and object path. */
@@ -287,6 +288,20 @@ Deno.test("gen.ts imports deno_bpf from beside itself by default: a relative pat
     defaultImport("probe_bpf.ts", "https://example.com/deno_bpf/v1/scripts/gen.ts"),
     "https://example.com/deno_bpf/v1/mod.ts",
   );
+});
+
+Deno.test("gen.ts refuses a bad flag or a missing argument in one line, with exit 2", async () => {
+  for (
+    const [args, message] of [
+      [["--bogus", "a.bpf.o", "a.ts"], "gen: Unknown option '--bogus'"],
+      [["a.bpf.o"], "gen: needs OBJ.bpf.o and OUT.ts, got 1 arguments; see --help"],
+    ] as const
+  ) {
+    const r = await run(Deno.execPath(), ["run", "--allow-read", `${ROOT}scripts/gen.ts`, ...args]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /^gen: [^\n]+; see --help\n$/);
+    assert.ok(r.stderr.startsWith(message), r.stderr);
+  }
 });
 
 kernelTest(

@@ -138,6 +138,28 @@ kernelTest(
   },
 );
 
+kernelTest(
+  "trace.ts --path given with .., . and // folds it and reports a deletion under it",
+  async () => {
+    const dir = Deno.realPathSync(scratch(["in", "out"]));
+    const [parent, base] = [
+      dir.slice(0, dir.lastIndexOf("/")),
+      dir.slice(dir.lastIndexOf("/") + 1),
+    ];
+    const prefix = `${parent}/./${base}/../${base}//in/`;
+    const child = await spawnUnlinker([`unlink:${dir}/in`, `unlink:${dir}/out`]);
+    const run = await traceWhile(
+      ["--json", "-p", String(child.pid), "--path", prefix],
+      () => child.go().then(() => {}),
+    );
+    Deno.removeSync(dir, { recursive: true });
+    assert.equal(run.code, 0, run.stderr);
+    const events = run.stdout.trimEnd().split("\n").map((l) => JSON.parse(l))
+      .filter((l) => l.type === "event").map((l) => [l.data.path, l.data.ret]);
+    assert.deepEqual(events, [[`${dir}/in`, 0]], run.stdout);
+  },
+);
+
 kernelTest("trace.ts colours failures only on a terminal, and never with NO_COLOR", async () => {
   const dir = scratch([]);
   // `script` gives the tracer a pseudo-terminal as stdout.
@@ -318,6 +340,18 @@ kernelTest(
   },
 );
 
+/** Every flag that takes a number, as a user may spell it, and its message (which names the long flag). */
+const NUMERIC_FLAGS = [
+  ["-p", "--pid needs an integer from 1 to 4294967294"],
+  ["--tid", "--tid needs an integer from 1 to 4294967294"],
+  ["-u", "--uid needs an integer from 0 to 4294967294"],
+  ["--count", "--count needs an integer from 1 to 9007199254740991"],
+  ["--duration", "--duration needs a positive number of seconds"],
+  ["--ringbuf-size", "--ringbuf-size needs a power of two from 4096 to 2G bytes"],
+  ["--metrics-comms", "--metrics-comms needs an integer from 1 to 1000000"],
+  ["--syslog-queue", "--syslog-queue needs an integer from 1 to 10000000"],
+] as const;
+
 Deno.test("trace.ts rejects every bad flag and value in one line on stderr with exit 2", async () => {
   for (
     const [args, message] of [
@@ -340,7 +374,16 @@ Deno.test("trace.ts rejects every bad flag and value in one line on stderr with 
       [["--duration", "soon"], "--duration needs a positive number"],
       [["--count"], "--count"],
       [["extra"], "extra"],
-    ] as const
+      [["--path", "relative"], '--path: paths must be absolute, got "relative"'],
+      [["--cgroup", "/nonexistent"], '--cgroup: "/nonexistent" is not a cgroup v2 directory'],
+      // A value that starts with "-" gets the flag's own message, however it is written.
+      ...NUMERIC_FLAGS.flatMap(([flag, message]): [string[], string][] => [
+        [[flag, "-5"], `${message}, got "-5"`],
+        [[`${message.split(" ")[0]}=-5`], `${message}, got "-5"`],
+      ]),
+      [["--count", "--json"], '--count needs a value, got the option "--json"'],
+      [["-p", "-x"], '-p needs a value, got the option "-x"'],
+    ] as [readonly string[], string][]
   ) {
     const run = await runScript([...args]);
     assert.equal(run.code, 2, `${args.join(" ")}: ${run.stderr}`);

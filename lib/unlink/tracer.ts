@@ -222,9 +222,10 @@ export interface UnlinkTracerOptions {
   cgroup?: string;
   /**
    * Only files at or under these absolute paths (at most 8, each at most 255
-   * bytes): `/tmp/a` matches `/tmp/a` and `/tmp/a/x`, not `/tmp/ab`. Checked
-   * in the kernel; a name with `.` or `..` components is checked again in user
-   * space once folded, and a path whose beginning was lost passes.
+   * bytes): `/tmp/a` matches `/tmp/a` and `/tmp/a/x`, not `/tmp/ab`. `.`,
+   * `..` and `//` in them are folded lexically (`/srv/a/../b` is `/srv/b`).
+   * Checked in the kernel; a name with `.` or `..` components is checked again
+   * in user space once folded, and a path whose beginning was lost passes.
    */
   paths?: string[];
   /** Also report directories removed: rmdir(2), unlinkat(AT_REMOVEDIR). */
@@ -291,11 +292,7 @@ function validate(options: UnlinkTracerOptions): number {
   for (const key of ["pid", "tid"] as const) {
     if (options[key] === 0) throw new RangeError(`${key} must be a positive integer, got 0`);
   }
-  const paths = options.paths ?? [];
-  if (paths.length > MAX_PREFIXES) {
-    throw new RangeError(`at most ${MAX_PREFIXES} paths can be watched, got ${paths.length}`);
-  }
-  for (const path of paths) prefixKey(path);
+  checkPaths(options.paths ?? []);
   if (options.comm !== undefined) {
     const n = new TextEncoder().encode(options.comm).length;
     if (n === 0 || n > 15) {
@@ -690,16 +687,44 @@ function programsFor(method: AttachMethod, options: UnlinkTracerOptions): string
 export const MAX_PREFIXES = 8;
 const PREFIX_LEN = 256;
 
-/** A prefix as the kernel matches it: absolute, ending in one "/". */
+/**
+ * A prefix as the kernel matches it: absolute, folded, ending in one "/".
+ * `.`, `..` and `//` are folded lexically, as a joined name is in events,
+ * because the kernel compares bytes and the paths it reports never hold them.
+ */
 function prefixOf(path: string): string {
   if (!path.startsWith("/")) {
     throw new TypeError(`paths must be absolute, got "${path}"`);
   }
-  const prefix = path.replace(/\/+$/, "") + "/";
+  const folded = normalizePath(path);
+  const prefix = folded === "/" ? "/" : folded + "/";
   if (new TextEncoder().encode(prefix).length > PREFIX_LEN) {
     throw new RangeError(`paths must be at most ${PREFIX_LEN - 1} bytes, got "${path}"`);
   }
   return prefix;
+}
+
+/**
+ * Checks the `paths` option as {@linkcode UnlinkTracer.open} does, without
+ * loading anything: at most {@linkcode MAX_PREFIXES}, each absolute and at
+ * most 255 bytes once `.`, `..` and `//` are folded (`/srv/a/../b/` watches
+ * `/srv/b`).
+ *
+ * @throws {TypeError} for a relative path.
+ * @throws {RangeError} for too many paths, or one too long.
+ *
+ * @example
+ * ```ts
+ * import { checkPaths } from "./tracer.ts";
+ *
+ * checkPaths(["/srv/data/../data/demo"]); // fine: it watches /srv/data/demo
+ * ```
+ */
+export function checkPaths(paths: readonly string[]): void {
+  if (paths.length > MAX_PREFIXES) {
+    throw new RangeError(`at most ${MAX_PREFIXES} paths can be watched, got ${paths.length}`);
+  }
+  for (const path of paths) prefixOf(path);
 }
 
 /** The BPF_LPM_TRIE key of a prefix: its length in bits, then its bytes. */
