@@ -37,7 +37,8 @@ try {
     Deno.exit(0);
   }
 } catch (error) {
-  console.error(`execsnoop: ${(error as Error).message}; see --help`);
+  // parseArgs explains a dash-led value over three lines; its first says what is wrong.
+  console.error(`execsnoop: ${(error as Error).message.split("\n")[0]}; see --help`);
   Deno.exit(2);
 }
 

@@ -22,7 +22,8 @@ try {
     throw new Error("--interval, --top and --count take numbers > 0");
   }
 } catch (error) {
-  console.error(`opencount: ${(error as Error).message}; see --help`);
+  // parseArgs explains a dash-led value over three lines; its first says what is wrong.
+  console.error(`opencount: ${(error as Error).message.split("\n")[0]}; see --help`);
   Deno.exit(2);
 }
 const stop = Promise.withResolvers<boolean>();

@@ -41,7 +41,8 @@ try {
   pid = Number(values.pid ?? 0);
   if (!Number.isSafeInteger(pid) || pid < 0) throw new Error(`-p takes a process id`);
 } catch (error) {
-  console.error(`opensnoop: ${(error as Error).message}; see --help`);
+  // parseArgs explains a dash-led value over three lines; its first says what is wrong.
+  console.error(`opensnoop: ${(error as Error).message.split("\n")[0]}; see --help`);
   Deno.exit(2);
 }
 

@@ -41,7 +41,8 @@ try {
   }
   binary = values.binary ?? binary;
 } catch (error) {
-  console.error(`readline: ${(error as Error).message}; see --help`);
+  // parseArgs explains a dash-led value over three lines; its first says what is wrong.
+  console.error(`readline: ${(error as Error).message.split("\n")[0]}; see --help`);
   Deno.exit(2);
 }
 

@@ -162,6 +162,10 @@ for (const name of EXAMPLES) {
       text.decode(bad.stderr),
       `${name}: Unknown option '--no-such-flag'; see --help\n`,
     );
+    // A value that starts with a dash (here for a flag that takes one, or an unknown flag).
+    const dashed = await run(name === "opensnoop" ? ["-p", "-5"] : ["--no-such-flag", "-5"]);
+    assert.equal(dashed.code, 2);
+    assert.equal(text.decode(dashed.stderr).split("\n").length, 2, text.decode(dashed.stderr));
   });
 }
 
