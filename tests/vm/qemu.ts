@@ -69,23 +69,46 @@ const BASE_ENV = "HOME=/root TMPDIR=/tmp LANG=C.UTF-8 NO_COLOR=1 DENO_DIR=/tmp/d
   "DENO_NO_UPDATE_CHECK=1";
 const quote = (word: string) => `'${word.replaceAll("'", `'\\''`)}'`;
 
-/** The script /init runs from the run share: mount, chroot, run, report, power off. */
-function runScript(
+/** Where the guest mounts a fresh tmpfs, hiding what the shared root has there. */
+const TMPFS = { "/tmp": "mode=1777", "/run": "mode=0755", "/root": "mode=0700" };
+
+/** Whether `path` is in one of the {@linkcode TMPFS} folders, which hide it in the guest. */
+export function hiddenByTmpfs(path: string): boolean {
+  return Object.keys(TMPFS).some((dir) => path === dir || path.startsWith(`${dir}/`));
+}
+
+/**
+ * The script /init runs from the run share: mount, chroot, run, report, power
+ * off. The checkout's 9p share is mounted once the tmpfs folders are, on a
+ * mount point made inside them if it is there (a clone under /tmp or /root).
+ * Each folder of `keep` (the host's Deno, when it lives under /root) is
+ * bind-mounted aside before the tmpfs hides it, and back in place after.
+ */
+export function runScript(
   checkout: string,
   command: string[],
   env: Record<string, string>,
   nonce: string,
   timeoutMs: number,
-) {
+  keep: string[] = [],
+): string {
   const words = Object.entries(env).map(([k, v]) => quote(`${k}=${v}`)).join(" ");
+  const tmpfs = Object.entries(TMPFS).map(([dir, mode]) => `mnt tmpfs ${dir} ${mode}`).join("; ");
+  const kept = keep.filter(hiddenByTmpfs).map(quote);
+  const each = (fn: string) => kept.map((dir) => `${fn} ${dir}\n`).join("");
   return `(sleep ${Math.ceil(timeoutMs / 1000) + 30}; echo "deno_bpf_vm: watchdog"; poweroff -f) &
 mkdir -p /host
 mount -t 9p -o ${P9},ro hostroot /host || echo "deno_bpf_vm: cannot mount the root over 9p"
 mnt() { mkdir -p /host$2 2>/dev/null; mount -t $1 \${3:+-o $3} $1 /host$2 || echo "deno_bpf_vm: cannot mount $2"; }
-mnt proc /proc; mnt sysfs /sys; mnt devtmpfs /dev; mnt devpts /dev/pts; mnt tmpfs /dev/shm mode=1777
-mnt tmpfs /tmp mode=1777; mnt tmpfs /run mode=0755; mnt tmpfs /root mode=0700
+aside() { mkdir -p "/kept$1" && mount -o bind "/host$1" "/kept$1" || echo "deno_bpf_vm: cannot keep $1"; }
+back() { mkdir -p "/host$1" && mount -o bind "/kept$1" "/host$1" || echo "deno_bpf_vm: cannot put back $1"; }
+${
+    each("aside")
+  }mnt proc /proc; mnt sysfs /sys; mnt devtmpfs /dev; mnt devpts /dev/pts; mnt tmpfs /dev/shm mode=1777
+${tmpfs}
 mnt tracefs /sys/kernel/tracing; mnt debugfs /sys/kernel/debug; mnt bpf /sys/fs/bpf
 mnt securityfs /sys/kernel/security; mnt cgroup2 /sys/fs/cgroup
+${each("back")}mkdir -p /host${quote(checkout)} 2>/dev/null
 mount -t 9p -o ${P9} checkout /host${
     quote(checkout)
   } || echo "deno_bpf_vm: cannot mount the checkout"
@@ -146,11 +169,16 @@ export async function runInVm(
     DENO_BPF_VM_KERNEL: kernel,
     DENO_BPF_VM_KERNEL_RELEASE: image.release,
   };
-  if (image.root !== "/") await Deno.mkdir(join(image.root, checkout), { recursive: true });
+  // The guest makes a mount point inside its tmpfs folders; elsewhere the
+  // read-only root must already have one, which the cached arm64 tree lacks.
+  if (image.root !== "/" && !hiddenByTmpfs(checkout)) {
+    await Deno.mkdir(join(image.root, checkout), { recursive: true });
+  }
   const runDir = await Deno.makeTempDir({ prefix: "deno_bpf_vm_" });
+  const keep = image.root === "/" ? [dirname(Deno.execPath())] : [];
   await Deno.writeTextFile(
     join(runDir, "run.sh"),
-    runScript(checkout, command, env, nonce, timeoutMs),
+    runScript(checkout, command, env, nonce, timeoutMs, keep),
   );
   const bin = QEMU[image.pin.arch].bin;
   const started = performance.now();
