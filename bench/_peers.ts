@@ -1,8 +1,9 @@
 /**
  * What the bench needs besides Deno and libbpf: a C compiler for bench/*.c,
- * libbpf's headers for the C references, and bpftrace. As root with apt-get,
- * the missing ones are installed (unless `DENO_BPF_NO_INSTALL=1`); whatever is
- * still missing is reported in one line each, and its rows are skipped.
+ * libbpf's headers for the C references, and bpftrace. Of those that the
+ * selected rows need, the missing ones are installed as root with apt-get
+ * (unless `DENO_BPF_NO_INSTALL=1`); whatever is still missing is reported in
+ * one line each, and its rows are skipped.
  *
  * @module
  */

@@ -12,9 +12,10 @@
  *   sudo deno run -A bench/run.ts --quick --only full1w   # one storm scenario
  *   sudo deno run -A bench/run.ts --quick --tracers batched,json   # some tracers
  *
- * What it needs besides Deno (a C compiler, libbpf-dev, bpftrace) is installed
- * with apt-get when run as root, unless DENO_BPF_NO_INSTALL=1; a peer still
- * missing is reported in one line and its rows are skipped (bench/_peers.ts).
+ * What the selected tracers need besides Deno (a C compiler, libbpf-dev,
+ * bpftrace) is installed with apt-get when run as root, unless
+ * DENO_BPF_NO_INSTALL=1; a peer still missing is reported in one line and its
+ * rows are skipped (bench/_peers.ts). A peer no selected row needs is neither.
  *
  * The b5bb32d object comes from `git show b5bb32d:bpf/unlink.bpf.o` at bench
  * time; without git or that commit its rows are skipped, said in one line.
@@ -28,7 +29,7 @@
 
 import { parseArgs } from "node:util";
 import { DEFAULT_RING_SIZE, ensureTracefs } from "../mod.ts";
-import { compile, installMissing, missingLine, which } from "./_peers.ts";
+import { compile, installMissing, missingLine, PEERS, which } from "./_peers.ts";
 
 const BENCH = new URL(".", import.meta.url).pathname;
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -904,7 +905,10 @@ async function main() {
   if (Deno.uid() !== 0) {
     throw new Error("Run as root (sudo deno task bench): tracing needs CAP_BPF and CAP_PERFMON");
   }
-  const missing = installMissing();
+  // Only what the selected tracers need is installed or reported: a run of
+  // `--tracers batched` says nothing of bpftrace, wherever it runs.
+  const needed = PEERS.filter((peer) => peer.essential || peer.rows.some((r) => o.tracers.has(r)));
+  const missing = installMissing(needed);
   console.log(await machine(o.mode));
   for (const peer of missing) console.log(missingLine(peer));
   if (missing.some((peer) => peer.essential)) {

@@ -126,10 +126,10 @@ async function traceHostile(args: string[]): Promise<{ run: Run; cases: Case[]; 
   try {
     const child = await spawnUnlinker(cases.flatMap((c) => c.ops));
     let results: { op: string; ret: number }[] = [];
-    // -n too: the child's runtime threads (comm tokio-runtime-w) may delete
-    // cache files of their own, and those are not what this test is about.
+    // --path too: the child's runtime may delete DENO_DIR files of its own,
+    // from any of its threads, and those are not what this test is about.
     const run = await traceWhile(
-      [...args, "-p", String(child.pid), "-n", "dbpf_unlinker"],
+      [...args, "-p", String(child.pid), "-n", "dbpf_unlinker", "--path", dir],
       async () => {
         results = await child.go();
       },

@@ -75,6 +75,8 @@ for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
         `${unlinker.pid}`,
         "-n",
         "dbpf_unlinker",
+        "--path",
+        dir,
       ]);
       await unlinker.go();
       let stdout = await within(10_000, "the event line", readUntil(out, '"type":"event"'));

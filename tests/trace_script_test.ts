@@ -27,7 +27,7 @@ kernelTest(
     const inodes = ["a", "b"].map((name) => Deno.statSync(`${dir}/${name}`));
     const child = await spawnUnlinker(ops);
     const run = await traceWhile(
-      ["--json", "-p", String(child.pid), "-n", "dbpf_unlinker"],
+      ["--json", "-p", String(child.pid), "-n", "dbpf_unlinker", "--path", dir],
       async () => {
         await child.go();
       },
@@ -95,7 +95,7 @@ kernelTest("trace.ts text mode aligns under the header and -x shows only failure
   const dir = scratch(["ok"]);
   const child = await spawnUnlinker([`unlink:${dir}/ok`, `unlink:${dir}/gone`]);
   const run = await traceWhile(
-    ["-x", "-p", String(child.pid), "-n", "dbpf_unlinker"],
+    ["-x", "-p", String(child.pid), "-n", "dbpf_unlinker", "--path", dir],
     () => child.go().then(() => {}),
   );
   Deno.removeSync(dir, { recursive: true });
@@ -237,6 +237,8 @@ kernelTest(
         String(child.pid),
         "-n",
         "dbpf_unlinker",
+        "--path",
+        dir,
       ],
       stdout: "piped",
       stderr: "piped",
@@ -265,7 +267,17 @@ kernelTest(
     const n = 3000;
     const { dir, child } = await spawnBurst(n);
     const run = await traceWhile(
-      ["--json", "--ringbuf-size", "4096", "-p", String(child.pid), "-n", "dbpf_unlinker"],
+      [
+        "--json",
+        "--ringbuf-size",
+        "4096",
+        "-p",
+        String(child.pid),
+        "-n",
+        "dbpf_unlinker",
+        "--path",
+        dir,
+      ],
       () => child.go().then(() => {}),
     );
     Deno.removeSync(dir, { recursive: true });

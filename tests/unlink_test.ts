@@ -25,16 +25,19 @@ import {
 } from "./_helpers.ts";
 
 /**
- * Opens a tracer, lets `child` run, and collects every event until the child
- * is done and the ring has been quiet for a moment.
+ * Opens a tracer on the files under `dir` only, lets `child` run, and collects
+ * every event until the child is done and the ring has been quiet for a moment.
+ * The child is a Deno: its runtime deletes cache files of its own (SQLite
+ * journals of DENO_DIR under a cold cache) from any of its threads, main or
+ * not, so neither its pid nor its comm nor its tid alone says which unlinks
+ * are the test's; the scratch dir does.
  */
 async function traceChild(
   options: UnlinkTracerOptions,
   child: Unlinker,
+  dir: string,
 ): Promise<{ events: UnlinkEvent[]; tracer: UnlinkTracer }> {
-  // The child's own runtime threads share its pid and may delete cache files
-  // (Deno's V8 code cache) while it runs: only its main thread's comm counts.
-  const tracer = UnlinkTracer.open({ mode: TEST_MODE, comm: "dbpf_unlinker", ...options });
+  const tracer = UnlinkTracer.open({ mode: TEST_MODE, ...options, paths: [dir] });
   const events: UnlinkEvent[] = [];
   const reading = (async () => {
     for await (const e of tracer) events.push(e);
@@ -65,7 +68,7 @@ kernelTest(
       `unlink:${dir}/missing`,
       `rmdir:${dir}/d`,
     ]);
-    const { events, tracer } = await traceChild({ pid: child.pid }, child);
+    const { events, tracer } = await traceChild({ pid: child.pid }, child, dir);
     try {
       assert.deepEqual(events.map(essentials), [
         expected(child.pid, `${dir}/a`, 0),
@@ -114,7 +117,7 @@ kernelTest("the pid filter keeps only that process's unlinks", async () => {
   const other = await spawnUnlinker([`unlink:${dir}/other`]);
   const mine = await spawnUnlinker([`unlink:${dir}/mine`]);
   const otherDone = other.go();
-  const { events, tracer } = await traceChild({ pid: mine.pid }, mine);
+  const { events, tracer } = await traceChild({ pid: mine.pid }, mine, dir);
   tracer.close();
   await otherDone;
   assert.deepEqual(events.map(essentials), [expected(mine.pid, `${dir}/mine`, 0)]);
@@ -124,7 +127,7 @@ kernelTest("the pid filter keeps only that process's unlinks", async () => {
 kernelTest("the failed-only filter keeps only failed unlinks", async () => {
   const dir = scratch(["ok"]);
   const child = await spawnUnlinker([`unlink:${dir}/ok`, `unlinkat:${dir}/nope`]);
-  const { events, tracer } = await traceChild({ pid: child.pid, failedOnly: true }, child);
+  const { events, tracer } = await traceChild({ pid: child.pid, failedOnly: true }, child, dir);
   tracer.close();
   assert.deepEqual(events.map(essentials), [expected(child.pid, `${dir}/nope`, -2)]);
   Deno.removeSync(dir, { recursive: true });
@@ -133,12 +136,12 @@ kernelTest("the failed-only filter keeps only failed unlinks", async () => {
 kernelTest("the comm and uid filters match exactly", async () => {
   const dir = scratch(["x", "y"]);
   const byComm = await spawnUnlinker([`unlink:${dir}/x`]);
-  const got = await traceChild({ comm: "dbpf_unlinker" }, byComm);
+  const got = await traceChild({ comm: "dbpf_unlinker" }, byComm, dir);
   got.tracer.close();
   assert.deepEqual(got.events.map(essentials), [expected(byComm.pid, `${dir}/x`, 0)]);
 
   const byUid = await spawnUnlinker([`unlink:${dir}/y`]);
-  const none = await traceChild({ pid: byUid.pid, uid: 4242 }, byUid);
+  const none = await traceChild({ pid: byUid.pid, uid: 4242 }, byUid, dir);
   none.tracer.close();
   assert.deepEqual(none.events, []);
   Deno.removeSync(dir, { recursive: true });
@@ -149,7 +152,11 @@ kernelTest(
   async () => {
     const n = 3000;
     const { dir, child } = await spawnBurst(n);
-    const { events, tracer } = await traceChild({ pid: child.pid, ringBufferSize: 4096 }, child);
+    const { events, tracer } = await traceChild(
+      { pid: child.pid, ringBufferSize: 4096 },
+      child,
+      dir,
+    );
     const lost = tracer.lost;
     tracer.close();
     Deno.removeSync(dir, { recursive: true });
@@ -178,7 +185,7 @@ kernelTest("close() detaches and leaves no BPF fd and no extra fd behind", async
 kernelTest("a stopped tracer still delivers what was in the ring", async () => {
   const dir = scratch(["late"]);
   const child = await spawnUnlinker([`unlink:${dir}/late`]);
-  using tracer = UnlinkTracer.open({ mode: TEST_MODE, pid: child.pid });
+  using tracer = UnlinkTracer.open({ mode: TEST_MODE, pid: child.pid, paths: [dir] });
   await child.go();
   tracer.stop(); // before anyone read: the event is only in the ring
   const events: UnlinkEvent[] = [];
