@@ -43,7 +43,15 @@ import {
   ServiceOutputs,
 } from "../lib/unlink/service.ts";
 import { DEFAULT_MAX_COMMS } from "../lib/unlink/metrics.ts";
-import { DEFAULT_SYSLOG_QUEUE, parseSyslogUrl } from "../lib/unlink/syslog.ts";
+import { DEFAULT_MAX_CONNECTIONS, HEADER_TIMEOUT_MS } from "../lib/unlink/metrics_server.ts";
+import {
+  DEFAULT_SYSLOG_MAX_MESSAGE,
+  DEFAULT_SYSLOG_QUEUE_BYTES,
+  MAX_SYSLOG_MAX_MESSAGE,
+  MIN_SYSLOG_MAX_MESSAGE,
+  MIN_SYSLOG_QUEUE_BYTES,
+  parseSyslogUrl,
+} from "../lib/unlink/syslog.ts";
 
 const USAGE = `Usage: sudo deno run --allow-ffi --allow-env scripts/trace.ts [options]
 
@@ -80,14 +88,26 @@ Options:
                          suffixes allowed (default ${DEFAULT_RING_SIZE / 1024 / 1024}M)
   -q, --quiet            no output on stdout (for --metrics or --syslog)
       --metrics ADDR     serve Prometheus metrics on http://ADDR/metrics, e.g.
-                         127.0.0.1:9469 (needs --allow-net=ADDR)
+                         127.0.0.1:9469 (needs --allow-net=ADDR); :9469 is
+                         every IPv4 address. At most ${DEFAULT_MAX_CONNECTIONS} connections at once
+                         (a new one replaces the oldest still waiting), ${
+  HEADER_TIMEOUT_MS / 1000
+} s
+                         to send a request; each turned away is counted
       --metrics-comms N  at most N distinct comm label values; the rest are
                          counted as comm="other" (default ${DEFAULT_MAX_COMMS})
       --syslog URL       send each event to syslog as RFC 5424 with the JSON
                          line as MSG: udp://HOST:514, tcp://HOST:601 (needs
                          --allow-net=HOST:PORT) or unix:///dev/log
-      --syslog-queue N   tcp: at most N messages wait for the relay, the rest
-                         are dropped and counted (default ${DEFAULT_SYSLOG_QUEUE})
+      --syslog-queue-bytes N
+                         tcp: at most N bytes of messages wait for the relay
+                         or are kept to resend; the rest are dropped and
+                         counted (default ${DEFAULT_SYSLOG_QUEUE_BYTES / 2 ** 20}M; K/M/G suffixes)
+      --syslog-max-message N
+                         at most N bytes per message (default ${DEFAULT_SYSLOG_MAX_MESSAGE},
+                         rsyslog's limit; ${MIN_SYSLOG_MAX_MESSAGE} to ${MAX_SYSLOG_MAX_MESSAGE}): longer events
+                         lose their _b64 fields, then have their longest
+                         strings cut, marked in "syslog_truncated"
   -v, --verbose          show libbpf's log
       --doctor           check whether the tracer can run here, and exit
                          (the same as scripts/doctor.ts; --json works too)
@@ -132,6 +152,19 @@ function integer(flag: string, text: string | undefined, min: number, max: numbe
 }
 
 const SUFFIXES: Record<string, number> = { "": 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30 };
+
+/** A byte count with an optional K/M/G suffix, from `min` to `max`. */
+function byteCount(flag: string, text: string | undefined, min: number, max: number) {
+  if (text === undefined) return undefined;
+  const m = /^(\d+)([kKmMgG]?)$/.exec(text);
+  const n = m ? Number(m[1]) * SUFFIXES[m[2].toLowerCase()] : NaN;
+  if (!(n >= min && n <= max)) {
+    throw new UsageError(
+      `${flag} needs ${min} to ${max} bytes (K/M/G suffixes allowed), got "${text}"`,
+    );
+  }
+  return n;
+}
 
 function ringSize(text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
@@ -195,6 +228,8 @@ export function parseTraceArgs(args: string[]): TraceArgs {
         "metrics-comms": { type: "string" },
         syslog: { type: "string" },
         "syslog-queue": { type: "string" },
+        "syslog-queue-bytes": { type: "string" },
+        "syslog-max-message": { type: "string" },
         doctor: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
@@ -227,6 +262,12 @@ export function parseTraceArgs(args: string[]): TraceArgs {
   if (values.rename && mode === "tracepoint") {
     throw new UsageError(
       "--rename needs fentry or kprobe: syscall tracepoints cannot see what a rename replaced",
+    );
+  }
+  if (values["syslog-queue"] !== undefined) {
+    throw new UsageError(
+      "--syslog-queue (a count) is gone: the queue is bounded in bytes, use --syslog-queue-bytes " +
+        `(default ${DEFAULT_SYSLOG_QUEUE_BYTES / 2 ** 20}M)`,
     );
   }
   let durationMs: number | undefined;
@@ -264,7 +305,18 @@ export function parseTraceArgs(args: string[]): TraceArgs {
       syslog: values.syslog === undefined
         ? undefined
         : (usage(parseSyslogUrl, values.syslog), values.syslog),
-      syslogQueue: integer("--syslog-queue", values["syslog-queue"], 1, 10_000_000),
+      syslogQueueBytes: byteCount(
+        "--syslog-queue-bytes",
+        values["syslog-queue-bytes"],
+        MIN_SYSLOG_QUEUE_BYTES,
+        2 ** 30,
+      ),
+      syslogMaxMessage: byteCount(
+        "--syslog-max-message",
+        values["syslog-max-message"],
+        MIN_SYSLOG_MAX_MESSAGE,
+        MAX_SYSLOG_MAX_MESSAGE,
+      ),
     },
     count: integer("--count", values.count, 1, Number.MAX_SAFE_INTEGER),
     durationMs,

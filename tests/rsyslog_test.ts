@@ -109,8 +109,8 @@ kernelTest(
           COMM,
           "--syslog",
           `tcp://127.0.0.1:${server.tcpPort}`,
-          "--syslog-queue",
-          "300",
+          "--syslog-queue-bytes",
+          "300K",
         ],
       );
       // 500 unlinks a second for 5 s; the relay is down from 1.5 s to 3 s.

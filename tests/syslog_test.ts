@@ -1,12 +1,16 @@
 /**
  * The syslog output's pure parts (URLs, RFC 5424 header, RFC 6587 framing,
- * socket addresses) and its TCP sender against a plain local listener: a
- * bounded queue, and drops told to the relay once it is back.
+ * socket addresses, shortening to the message cap) and its TCP sender
+ * against a plain local listener: a queue bounded in bytes, and drops told to
+ * the relay once it is back.
  */
 
 import assert from "node:assert/strict";
 import {
+  cutString,
+  fitJson,
   headerField,
+  jsonStringBytes,
   metaSequence,
   nextBackoff,
   octetFrame,
@@ -122,7 +126,7 @@ async function readFrames(conn: Deno.Conn, frames: string[]) {
 Deno.test("over TCP the queue is bounded, and a relay that comes back is told what it missed", async () => {
   const port = freePort();
   const sender = SyslogSender.open(`tcp://127.0.0.1:${port}`, {
-    queueSize: 2,
+    queueBytes: 500,
     backoffMs: 20,
     maxBackoffMs: 50,
   });
@@ -186,4 +190,145 @@ Deno.test("over TCP, what was written just before the relay closed is sent again
   assert.deepEqual(first.map(seq), [1, 2]);
   assert.deepEqual(second.map(seq), [1, 2, 3], "repeats keep their sequenceId");
   assert.deepEqual([sender.sent, sender.dropped], [3, 0]);
+});
+
+Deno.test("fitJson returns a line that fits as it is", () => {
+  const line = '{"type":"event","data":{"path":"/tmp/x"}}';
+  assert.equal(fitJson(line, 100), line);
+});
+
+Deno.test("fitJson drops the _b64 fields first, and lists them in syslog_truncated", () => {
+  const data = {
+    pid: 7,
+    path: "/tmp/" + "a".repeat(3000) + "\ufffd",
+    path_b64: "L3RtcC9h".repeat(500),
+    argv: ["rm", "x"],
+  };
+  const out = fitJson(JSON.stringify({ type: "event", data }), 4000);
+  const parsed = JSON.parse(out);
+  assert.ok(text.encode(out).length <= 4000);
+  assert.equal(parsed.data.path, data.path, "the path itself is whole");
+  assert.equal(parsed.data.path_b64, undefined);
+  assert.deepEqual(parsed.data.syslog_truncated, ["path_b64"]);
+  assert.deepEqual(parsed.data.argv, ["rm", "x"]);
+});
+
+Deno.test("fitJson cuts the longest strings to one length that fits, a path keeping its end", () => {
+  const ctl = "\x01".repeat(4000); // JSON writes each as \u0001: 24,000 bytes
+  const data = {
+    pid: 7,
+    filename: "\x01".repeat(255),
+    path: `/${ctl}/file.txt`,
+    argv: ["rm", "\x01".repeat(250)],
+    cgroup: "/user.slice",
+  };
+  for (const max of [8000, 4096, 2048]) {
+    const out = fitJson(JSON.stringify({ type: "event", data }), max);
+    const bytes = text.encode(out).length;
+    // Each cut string may end a few bytes short: a \u0001 takes six.
+    assert.ok(bytes <= max && bytes > max - 3 * 6, `${bytes} bytes for a cap of ${max}`);
+    const parsed = JSON.parse(out);
+    assert.ok(parsed.data.path.startsWith("\u2026\x01"), "a cut path starts with the mark");
+    assert.ok(parsed.data.path.endsWith("/file.txt"), "and keeps the file's name");
+    assert.equal(parsed.data.pid, 7);
+    assert.equal(parsed.data.cgroup, "/user.slice");
+    const cut = max === 8000 ? ["path"] : ["filename", "path", "argv"];
+    assert.deepEqual(parsed.data.syslog_truncated, cut, `cap ${max}`);
+    if (max === 2048) {
+      assert.ok(parsed.data.filename.endsWith("\x01\u2026"), "other strings keep their start");
+      assert.equal(parsed.data.argv[0], "rm");
+      // The long strings share the room: each is cut to the same length.
+      const lengths = [parsed.data.filename, parsed.data.path, parsed.data.argv[1]].map(
+        jsonStringBytes,
+      );
+      assert.ok(Math.max(...lengths) - Math.min(...lengths) < 20, `${lengths}`);
+    }
+  }
+});
+
+Deno.test("fitJson never splits a character, and escapes lone surrogates as JSON does", () => {
+  assert.equal(cutString("ééé", 2 + 3 + 4, false), "éé\u2026");
+  assert.equal(cutString("ééé", 2 + 3 + 5, true), "\u2026éé");
+  assert.equal(cutString("\ud83d\ude00\ud83d\ude00", 2 + 3 + 5, false), "\ud83d\ude00\u2026");
+  for (const s of ['a"b\\c\n\x01é\ud83d\ude00\ud800', "plain"]) {
+    assert.equal(jsonStringBytes(s), text.encode(JSON.stringify(s)).length, JSON.stringify(s));
+  }
+});
+
+Deno.test("fitJson turns what is not a {type, data} object into a marked stub", () => {
+  assert.equal(
+    fitJson("x".repeat(5000), 2048),
+    '{"type":"unknown","data":{"syslog_truncated":["data"]}}',
+  );
+  assert.equal(
+    fitJson(JSON.stringify({ type: "attach", data: "y".repeat(5000) }), 2048),
+    '{"type":"attach","data":{"syslog_truncated":["data"]}}',
+  );
+});
+
+Deno.test("over TCP the queue is bounded in bytes: what does not fit is dropped and counted", async () => {
+  const port = freePort();
+  const line = (n: number) => `{"n":${n},"pad":"${"p".repeat(5000)}"}\n`;
+  // Each message is about 5.1 KB plus the overhead counted per message: two fit in 12,000.
+  const sender = SyslogSender.open(`tcp://127.0.0.1:${port}`, {
+    queueBytes: 12_000,
+    backoffMs: 20,
+    maxBackoffMs: 50,
+  });
+  sender.writeSync(text.encode([1, 2, 3, 4, 5].map(line).join("")));
+  assert.equal(sender.dropped, 3);
+  assert.ok(sender.queuedBytes <= 12_000 && sender.queuedBytes > 10_000, `${sender.queuedBytes}`);
+  const listener = Deno.listen({ hostname: "127.0.0.1", port });
+  const frames: string[] = [];
+  const conn = await listener.accept();
+  const reading = readFrames(conn, frames);
+  await waitFor("three frames", 5000, () => frames.length === 3 ? true : undefined);
+  await sender.close();
+  await reading;
+  listener.close();
+  assert.deepEqual(frames.map((f) => f.split(" ")[5]), ["lost", "event", "event"]);
+  assert.match(frames[0], /"count":3/);
+  assert.deepEqual([sender.sent, sender.dropped, sender.queuedBytes], [2, 3, 0]);
+});
+
+Deno.test("a message over the cap reaches the relay shortened, valid JSON and marked", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  const sender = SyslogSender.open(`tcp://127.0.0.1:${port}`, { maxMessage: 2048 });
+  const frames: string[] = [];
+  const conn = await listener.accept();
+  const reading = readFrames(conn, frames);
+  const path = "/" + "\x1b".repeat(3000) + "/end";
+  sender.writeSync(text.encode(JSON.stringify({ type: "event", data: { pid: 1, path } }) + "\n"));
+  await waitFor("one frame", 5000, () => frames.length === 1 ? true : undefined);
+  await sender.close();
+  await reading;
+  listener.close();
+  const bytes = text.encode(frames[0]).length;
+  assert.ok(bytes <= 2048 && bytes > 2040, `${bytes} bytes fill the cap`);
+  const msg = JSON.parse(/^(?:\S+ ){6}\[[^\]]*\] (.*)$/.exec(frames[0])![1]);
+  assert.deepEqual(msg.data.syslog_truncated, ["path"]);
+  assert.ok(msg.data.path.endsWith("/end"));
+});
+
+Deno.test("a connection lost with 300,000 messages kept for resending does not throw", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  const sender = SyslogSender.open(`tcp://127.0.0.1:${port}`, {
+    queueBytes: 1024 * 1024 * 1024,
+    backoffMs: 10_000,
+  });
+  const conn = await listener.accept();
+  const frames: string[] = [];
+  const reading = readFrames(conn, frames);
+  const n = 300_000;
+  const batch = Array.from({ length: 1000 }, (_, i) => `{"n":${i}}\n`).join("");
+  for (let i = 0; i < n / 1000; i++) sender.writeSync(text.encode(batch));
+  await waitFor("every frame read", 20_000, () => frames.length === n ? true : undefined);
+  conn.close(); // the relay goes: all 300,000, written within the last second, go back in the queue
+  await reading;
+  await waitFor("the sender to see the close", 5000, () => sender.queuedBytes > 0 ? true : undefined);
+  await sender.close(0);
+  listener.close();
+  assert.deepEqual([sender.sent, sender.dropped], [n, 0], "resends are not counted as drops");
 });

@@ -464,7 +464,13 @@ Deno.test("parseTraceArgs maps flags to tracer options", () => {
     json: true,
     rawNames: false,
     quiet: false,
-    service: { metrics: undefined, maxComms: undefined, syslog: undefined, syslogQueue: undefined },
+    service: {
+      metrics: undefined,
+      maxComms: undefined,
+      syslog: undefined,
+      syslogQueueBytes: undefined,
+      syslogMaxMessage: undefined,
+    },
     count: 5,
     durationMs: 1500,
     verbose: true,
@@ -529,16 +535,22 @@ Deno.test("parseTraceArgs maps the service flags, and rejects bad addresses in o
     "20",
     "--syslog",
     "tcp://127.0.0.1:601",
-    "--syslog-queue",
-    "500",
+    "--syslog-queue-bytes",
+    "4M",
+    "--syslog-max-message",
+    "16384",
   ]);
   assert.equal(args.quiet, true);
   assert.deepEqual(args.service, {
     metrics: { hostname: "0.0.0.0", port: 9469 },
     maxComms: 20,
     syslog: "tcp://127.0.0.1:601",
-    syslogQueue: 500,
+    syslogQueueBytes: 4 * 1024 * 1024,
+    syslogMaxMessage: 16384,
   });
+  assert.throws(() => parseTraceArgs(["--syslog-queue", "500"]), /use --syslog-queue-bytes/);
+  assert.throws(() => parseTraceArgs(["--syslog-queue-bytes", "1K"]), /needs 262144 to/);
+  assert.throws(() => parseTraceArgs(["--syslog-max-message", "70000"]), /needs 2048 to 65507/);
   assert.throws(() => parseTraceArgs(["--metrics", "9469"]), /is not HOST:PORT/);
   assert.throws(() => parseTraceArgs(["--syslog", "syslog.example:514"]), /Bad syslog URL/);
   assert.throws(() => parseTraceArgs(["--metrics-comms", "0"]), /--metrics-comms needs/);

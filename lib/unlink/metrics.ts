@@ -18,6 +18,9 @@
  *   `comm` values in use and the bound.
  * - `deno_bpf_syslog_dropped_total`: counter, present once a syslog output
  *   reports drops through {@linkcode UnlinkMetrics.syslogDropped}.
+ * - `deno_bpf_metrics_rejected_total{reason}`: counter, connections to the
+ *   metrics endpoint turned away (see `MetricsServer`), present once
+ *   {@linkcode UnlinkMetrics.rejected} was called.
  *
  * Counting from the ring ({@linkcode UnlinkMetrics.record}) reads only `ret`,
  * `latency_ns` and the 16 bytes of `comm` at their offsets in the record, and
@@ -144,6 +147,7 @@ export class UnlinkMetrics {
   #decodedToo = false;
   #lost = 0;
   #syslogDropped: number | undefined;
+  #rejected: Map<string, number> | undefined;
   #fill = 0;
   #fillMax = 0;
   /** Ring bytes of the records counted since the last {@linkcode drained}. */
@@ -238,6 +242,12 @@ export class UnlinkMetrics {
     this.#syslogDropped = total;
   }
 
+  /** Adds `n` (default 1) to the connections turned away for `reason`; 0 makes the series appear. */
+  rejected(reason: string, n = 1): void {
+    this.#rejected ??= new Map();
+    this.#rejected.set(reason, (this.#rejected.get(reason) ?? 0) + n);
+  }
+
   /**
    * Records that a drain ended: the ring bytes of the records counted since
    * the last call are the ring's fill at that drain.
@@ -315,6 +325,16 @@ export class UnlinkMetrics {
         "Events not sent to syslog (relay unreachable or queue full).",
       );
       out.push(`deno_bpf_syslog_dropped_total ${this.#syslogDropped}`);
+    }
+    if (this.#rejected !== undefined) {
+      family(
+        "deno_bpf_metrics_rejected_total",
+        "counter",
+        "Connections to this endpoint turned away, by reason (full, timeout, bad_request, or an accept error such as EMFILE).",
+      );
+      for (const [reason, n] of this.#rejected) {
+        out.push(`deno_bpf_metrics_rejected_total{reason="${escapeLabel(reason)}"} ${n}`);
+      }
     }
     if (this.#method !== undefined) {
       family("deno_bpf_attach_info", "gauge", "The attach method in use.");

@@ -17,6 +17,7 @@
 
 import { EventWriter } from "./event_writer.ts";
 import { METRICS_CONTENT_TYPE, UnlinkMetrics } from "./metrics.ts";
+import { MetricsServer, REJECT_REASONS } from "./metrics_server.ts";
 import { SyslogSender } from "./syslog.ts";
 
 /** Where `--metrics` listens. */
@@ -29,7 +30,8 @@ export interface ListenAddress {
 
 /**
  * Parses `--metrics`'s ADDR: `HOST:PORT`, `[IPv6]:PORT`, or `:PORT` for every
- * interface. Port 0 picks a free port (the state line says which).
+ * IPv4 address (`[::]:PORT` for every address). Port 0 picks a free port (the
+ * state line says which).
  */
 export function parseListenAddress(text: string): ListenAddress {
   const m = /^(\[[0-9a-fA-F:]+\]|[^:\[\]]*):(\d{1,5})$/.exec(text);
@@ -48,8 +50,10 @@ export interface ServiceOptions {
   maxComms?: number;
   /** `--syslog`: the relay's URL. */
   syslog?: string;
-  /** TCP syslog: the queue bound, in messages. */
-  syslogQueue?: number;
+  /** TCP syslog: the bound on messages waiting or kept for resending, in bytes. */
+  syslogQueueBytes?: number;
+  /** Syslog: the cap on one message, in bytes. */
+  syslogMaxMessage?: number;
   /** The tracer's attach method and ring size, for the metrics. */
   method: string;
   /** The ring buffer's size in bytes. */
@@ -66,7 +70,7 @@ export class ServiceOutputs implements AsyncDisposable {
   readonly metrics: UnlinkMetrics | undefined;
   /** The syslog sender, with `--syslog`. */
   readonly syslog: SyslogSender | undefined;
-  #server: Deno.HttpServer | undefined;
+  #server: MetricsServer | undefined;
   #syslogEvents: EventWriter | undefined;
 
   private constructor(options: ServiceOptions) {
@@ -74,7 +78,8 @@ export class ServiceOutputs implements AsyncDisposable {
     // server listens.
     if (options.syslog) {
       this.syslog = SyslogSender.open(options.syslog, {
-        queueSize: options.syslogQueue,
+        queueBytes: options.syslogQueueBytes,
+        maxMessage: options.syslogMaxMessage,
         onState: options.onState,
       });
       this.#syslogEvents = new EventWriter("json", this.syslog, {
@@ -89,22 +94,17 @@ export class ServiceOutputs implements AsyncDisposable {
       });
       if (this.syslog) metrics.syslogDropped(0);
       this.metrics = metrics;
+      for (const reason of REJECT_REASONS) metrics.rejected(reason, 0);
       try {
-        this.#server = Deno.serve({
+        this.#server = MetricsServer.listen({
           hostname: options.metrics.hostname,
           port: options.metrics.port,
-          onListen: ({ hostname, port }) => {
-            const host = hostname.includes(":") ? `[${hostname}]` : hostname;
-            options.onState(`metrics on http://${host}:${port}/metrics`);
-          },
-        }, (request) => {
-          if (new URL(request.url).pathname !== "/metrics") {
-            return new Response("not found: try /metrics\n", { status: 404 });
-          }
-          return new Response(metrics.expose(), {
-            headers: { "content-type": METRICS_CONTENT_TYPE },
-          });
+          path: "/metrics",
+          body: () => metrics.expose(),
+          contentType: METRICS_CONTENT_TYPE,
+          onReject: (reason) => metrics.rejected(reason),
         });
+        options.onState(listeningLine(this.#server.addr));
       } catch (error) {
         this.syslog?.close(0); // its connection must not outlive a failed start
         throw error;
@@ -158,7 +158,7 @@ export class ServiceOutputs implements AsyncDisposable {
     await this.syslog?.close(timeoutMs);
     const server = this.#server;
     this.#server = undefined;
-    await server?.shutdown();
+    await server?.close();
   }
 
   /** Calls {@linkcode close}, for `await using` declarations. */
@@ -170,6 +170,20 @@ export class ServiceOutputs implements AsyncDisposable {
   summary(): { syslog_dropped?: number } {
     return this.syslog ? { syslog_dropped: this.syslog.dropped } : {};
   }
+}
+
+/**
+ * The state line of a metrics server listening on `addr`; a wildcard
+ * address says that it binds every address.
+ */
+export function listeningLine(addr: Deno.NetAddr): string {
+  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
+  const every = addr.hostname === "0.0.0.0"
+    ? " (all IPv4 addresses)"
+    : addr.hostname === "::"
+    ? " (all addresses)"
+    : "";
+  return `metrics on http://${host}:${addr.port}/metrics${every}`;
 }
 
 /** The JSON `lost` line for `count` events that syslog did not take. */

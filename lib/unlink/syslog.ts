@@ -22,8 +22,10 @@
  *   later sends, which are counted as drops, but the datagram sent just
  *   before the error is lost uncounted.
  * - `tcp://HOST:PORT` (default port 601): RFC 6587 octet counting
- *   (`LEN SP MSG`), a queue bounded at `queueSize` messages, and reconnection
- *   with exponential backoff (0.1 s doubling to 5 s) while the relay is away.
+ *   (`LEN SP MSG`), a queue bounded in bytes (`queueBytes`, default
+ *   {@linkcode DEFAULT_SYSLOG_QUEUE_BYTES}: the frames waiting and those kept
+ *   for resending, together), and reconnection with exponential backoff
+ *   (0.1 s doubling to 5 s) while the relay is away.
  *   The connection is watched for the relay closing it, so messages queue
  *   instead of going to a dead socket. A relay that stops loses what it had
  *   not read yet, and TCP cannot say how much: so messages written in the
@@ -31,6 +33,11 @@
  *   the next one (at least once, never silently lost), and the relay can drop
  *   repeats by their `sequenceId`.
  * - `unix:///dev/log` (or another path): one datagram per message.
+ *
+ * Every message is at most `maxMessage` bytes (default
+ * {@linkcode DEFAULT_SYSLOG_MAX_MESSAGE}, rsyslog's default limit): a longer
+ * one is shortened by {@linkcode fitJson} so that it stays one valid JSON
+ * line, marked with the fields it cut in `data.syslog_truncated`.
  *
  * HOST must be an IP address (or `localhost`). A message that is not sent (a
  * full queue, an unreachable relay, a failed write, or still queued when the
@@ -118,6 +125,7 @@ export function syslogPrefix(h: SyslogHeader): string {
 }
 
 const encoder = new TextEncoder();
+const utf8 = new TextDecoder();
 
 /** One message: the prefix's bytes, then `msg`'s. */
 export function syslogMessage(h: SyslogHeader, msg: Uint8Array): Uint8Array<ArrayBuffer> {
@@ -153,10 +161,186 @@ export function nextBackoff(ms: number, max: number): number {
   return Math.min(max, ms * 2);
 }
 
+/**
+ * The default cap on one message, in bytes (header and MSG): 8096, the
+ * longest message rsyslog takes whole with its default `maxMessageSize`
+ * ("8k"; measured: it cuts longer ones).
+ */
+export const DEFAULT_SYSLOG_MAX_MESSAGE = 8096;
+
+/** The smallest cap {@linkcode SyslogSender} accepts: RFC 5425's minimum for receivers. */
+export const MIN_SYSLOG_MAX_MESSAGE = 2048;
+
+/** The largest cap: the most a UDP datagram can carry over IPv4. */
+export const MAX_SYSLOG_MAX_MESSAGE = 65_507;
+
+/** The default bound on TCP messages waiting or kept for resending, in bytes (16 MiB). */
+export const DEFAULT_SYSLOG_QUEUE_BYTES = 16 * 1024 * 1024;
+
+/** The smallest queue bound `--syslog-queue-bytes` takes: a few messages at the largest cap. */
+export const MIN_SYSLOG_QUEUE_BYTES = 256 * 1024;
+
+/**
+ * What a queued message costs beyond its bytes, as counted against the
+ * queue's bound: the JS objects that hold it.
+ */
+export const QUEUED_OVERHEAD_BYTES = 128;
+
+/** The fields {@linkcode fitJson} drops first: exact bytes that the text fields repeat. */
+export const DROPPED_FIRST: readonly string[] = ["argv_b64", "filename_b64", "path_b64"];
+
+/** What a cut string holds where its cut part was: U+2026. */
+export const CUT_MARK = "\u2026";
+
+/** The bytes `c` takes inside a JSON string, as `JSON.stringify` writes it, in UTF-8. */
+function jsonCost(c: number): number {
+  if (c === 0x22 || c === 0x5c) return 2;
+  if (c < 0x20) return c === 8 || c === 9 || c === 10 || c === 12 || c === 13 ? 2 : 6;
+  if (c < 0x80) return 1;
+  if (c < 0x800) return 2;
+  if (c >= 0xd800 && c <= 0xdfff) return 6; // a lone surrogate: escaped
+  return c < 0x10000 ? 3 : 4;
+}
+
+/** The bytes of `JSON.stringify(s)` in UTF-8, quotes included. */
+export function jsonStringBytes(s: string): number {
+  let n = 2;
+  for (const ch of s) n += jsonCost(ch.codePointAt(0)!);
+  return n;
+}
+
+const MARK_BYTES = jsonStringBytes(CUT_MARK) - 2;
+
+/**
+ * `s` cut so that its JSON string (quotes included) takes at most `bytes`,
+ * with {@linkcode CUT_MARK} where the cut part was: its end kept (`keepEnd`,
+ * for a path, whose end names the file) or its start. Never splits a
+ * character.
+ */
+export function cutString(s: string, bytes: number, keepEnd: boolean): string {
+  const chars = Array.from(s);
+  let budget = bytes - 2 - MARK_BYTES;
+  let kept = 0;
+  for (; kept < chars.length; kept++) {
+    const ch = chars[keepEnd ? chars.length - 1 - kept : kept];
+    budget -= jsonCost(ch.codePointAt(0)!);
+    if (budget < 0) break;
+  }
+  if (kept === chars.length) return s;
+  return keepEnd
+    ? CUT_MARK + chars.slice(chars.length - kept).join("")
+    : chars.slice(0, kept).join("") + CUT_MARK;
+}
+
+type Json = Record<string, unknown>;
+const isRecord = (v: unknown): v is Json =>
+  typeof v === "object" && v !== null && !Array.isArray(v);
+const utf8Bytes = (s: string) => encoder.encode(s).length;
+
+/**
+ * A JSON line (`{"type":...,"data":{...}}`) shortened to at most `maxBytes`
+ * of UTF-8, still one valid JSON object: first the fields of
+ * {@linkcode DROPPED_FIRST} are dropped, then the longest strings of `data`
+ * (an element of an array of strings counts as its array's field) are cut to
+ * one length, the longest that fits, each marked with
+ * {@linkcode CUT_MARK}; `path` keeps its end (the file's name), the others
+ * their start. `data.syslog_truncated` lists the fields dropped, then those
+ * cut. A line that is no such object becomes
+ * `{"type":TYPE,"data":{"syslog_truncated":["data"]}}`. A line that fits is
+ * returned as it is.
+ *
+ * @example Shorten an event with a long path
+ * ```ts
+ * import { fitJson } from "./syslog.ts";
+ *
+ * const line = JSON.stringify({ type: "event", data: { pid: 1, path: "/" + "a".repeat(9000) } });
+ * const short = JSON.parse(fitJson(line, 2048));
+ * console.assert(short.data.syslog_truncated[0] === "path");
+ * console.assert(short.data.path.startsWith("\u2026a"));
+ * ```
+ */
+export function fitJson(line: string, maxBytes: number): string {
+  if (utf8Bytes(line) <= maxBytes) return line;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(line);
+  } catch { /* not JSON: the fallback below */ }
+  const type = isRecord(parsed) && typeof parsed.type === "string" ? parsed.type : "unknown";
+  const fallback = JSON.stringify({
+    type: type.slice(0, 32),
+    data: { syslog_truncated: ["data"] },
+  });
+  if (!isRecord(parsed) || !isRecord(parsed.data)) return fallback;
+  const data = parsed.data;
+  const cut: string[] = [];
+  delete data.syslog_truncated; // only this function writes it
+  data.syslog_truncated = cut;
+  const over = () => utf8Bytes(JSON.stringify(parsed)) - maxBytes;
+  for (const key of DROPPED_FIRST) {
+    if (over() <= 0) return JSON.stringify(parsed);
+    if (key in data) {
+      delete data[key];
+      cut.push(key);
+    }
+  }
+  // Cut every string longer than a level L to L, the highest L that makes it
+  // fit: the long strings share the room, and each keeps some of itself.
+  // Characters of several bytes can leave a cut a little short, never long.
+  for (let excess = over(); excess > 0; excess = over()) {
+    const strings = cuttable(data);
+    const shed = (level: number) => strings.reduce((n, c) => n + Math.max(0, c.cost - level), 0);
+    const least = MARK_BYTES + 2;
+    if (shed(least) < excess) return utf8Bytes(fallback) <= maxBytes ? fallback : "{}";
+    let [low, high] = [least, Math.max(least, ...strings.map((c) => c.cost))];
+    while (low < high) {
+      const mid = Math.ceil((low + high) / 2);
+      if (shed(mid) >= excess) low = mid;
+      else high = mid - 1;
+    }
+    for (const c of strings) {
+      if (c.cost <= low) continue;
+      c.set(cutString(c.s, low, c.key === "path"));
+      if (!cut.includes(c.key)) cut.push(c.key);
+    }
+  }
+  return JSON.stringify(parsed);
+}
+
+/** A string of `data` that can still be cut: a field's value, or an element of a field's array. */
+interface Cuttable {
+  key: string;
+  s: string;
+  cost: number;
+  set(s: string): void;
+}
+
+/** The strings of `data` that can still be cut, with their JSON bytes, in field order. */
+function cuttable(data: Json): Cuttable[] {
+  const out: Cuttable[] = [];
+  const consider = (key: string, s: string, set: (s: string) => void) => {
+    const cost = jsonStringBytes(s);
+    if (cost > MARK_BYTES + 2) out.push({ key, s, cost, set });
+  };
+  for (const [key, value] of Object.entries(data)) {
+    if (key === "syslog_truncated") continue;
+    if (typeof value === "string") consider(key, value, (s) => data[key] = s);
+    else if (Array.isArray(value)) {
+      value.forEach((v, i) => typeof v === "string" && consider(key, v, (s) => value[i] = s));
+    }
+  }
+  return out;
+}
+
 /** Options for {@linkcode SyslogSender.open}. */
 export interface SyslogOptions {
-  /** TCP only: at most this many messages wait for the relay (default 10,000). */
-  queueSize?: number;
+  /**
+   * TCP only: at most this many bytes of messages wait for the relay or are
+   * kept for resending, together (default 16 MiB). Each message counts its
+   * bytes plus {@linkcode QUEUED_OVERHEAD_BYTES}.
+   */
+  queueBytes?: number;
+  /** The cap on one message, in bytes (default {@linkcode DEFAULT_SYSLOG_MAX_MESSAGE}). */
+  maxMessage?: number;
   /** APP-NAME (default `deno_bpf`). */
   appName?: string;
   /** The first wait before reconnecting, in ms (default 100); it doubles up to `maxBackoffMs`. */
@@ -178,9 +362,6 @@ export const RESEND_MS = 1000;
 export function metaSequence(n: number): string {
   return `[meta sequenceId="${n}"]`;
 }
-
-/** The default bound on queued TCP messages. */
-export const DEFAULT_SYSLOG_QUEUE = 10_000;
 
 /** This host's name (uname's nodename), read through libc: no --allow-sys needed. */
 function hostName(): string {
@@ -216,7 +397,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export class SyslogSender implements AsyncDisposable {
   /** Where the messages go. */
   readonly target: SyslogTarget;
-  readonly #queueSize: number;
+  readonly #queueBytes: number;
+  readonly #maxMessage: number;
   readonly #appName: string;
   readonly #hostname = hostName();
   readonly #procId = String(Deno.pid);
@@ -226,9 +408,11 @@ export class SyslogSender implements AsyncDisposable {
   #dgram: DatagramSocket | undefined;
   #conn: Deno.TcpConn | undefined;
   /** TCP frames waiting, each marked if it is an event (only events are counted). */
-  #queue: Queued[] = [];
+  #queue = new Fifo();
   /** TCP frames written lately, sent again if the connection ends (see {@linkcode RESEND_MS}). */
-  #recent: Queued[] = [];
+  #recent = new Fifo();
+  /** The bytes counted against the bound: frames queued, being written, or in #recent. */
+  #held = 0;
   #sequence = 0;
   #pumping: Promise<void> | undefined;
   #wake: (() => void) | undefined;
@@ -245,9 +429,16 @@ export class SyslogSender implements AsyncDisposable {
 
   private constructor(target: SyslogTarget, options: SyslogOptions) {
     this.target = target;
-    this.#queueSize = options.queueSize ?? DEFAULT_SYSLOG_QUEUE;
-    if (!Number.isInteger(this.#queueSize) || this.#queueSize < 1) {
-      throw new RangeError(`queueSize must be a positive integer, got ${this.#queueSize}`);
+    this.#queueBytes = options.queueBytes ?? DEFAULT_SYSLOG_QUEUE_BYTES;
+    if (!Number.isInteger(this.#queueBytes) || this.#queueBytes < 1) {
+      throw new RangeError(`queueBytes must be a positive integer, got ${this.#queueBytes}`);
+    }
+    this.#maxMessage = options.maxMessage ?? DEFAULT_SYSLOG_MAX_MESSAGE;
+    const max = this.#maxMessage;
+    if (!Number.isInteger(max) || max < MIN_SYSLOG_MAX_MESSAGE || max > MAX_SYSLOG_MAX_MESSAGE) {
+      throw new RangeError(
+        `maxMessage must be an integer from ${MIN_SYSLOG_MAX_MESSAGE} to ${MAX_SYSLOG_MAX_MESSAGE}, got ${max}`,
+      );
     }
     this.#appName = options.appName ?? "deno_bpf";
     this.#firstBackoff = options.backoffMs ?? 100;
@@ -283,6 +474,11 @@ export class SyslogSender implements AsyncDisposable {
   /** Events not sent: queue full, relay unreachable, write failed, or unsent at close. */
   get dropped(): number {
     return this.#dropped;
+  }
+
+  /** TCP: the bytes of messages waiting or kept for resending, as counted against `queueBytes`. */
+  get queuedBytes(): number {
+    return this.#held;
   }
 
   /** How much {@linkcode dropped} grew since the last call. */
@@ -321,16 +517,17 @@ export class SyslogSender implements AsyncDisposable {
   }
 
   /**
-   * Sends what is queued, waiting at most `timeoutMs`, then closes. What is
-   * still queued is counted as dropped.
+   * Sends what is queued, waiting at most `timeoutMs`, then closes. Events
+   * still queued (or being written) are counted as dropped, unless they were
+   * sent once already.
    */
   async close(timeoutMs = 2000): Promise<void> {
     if (this.#closing) return;
     const deadline = Date.now() + timeoutMs;
     while (this.#queue.length > 0 && !this.#down && Date.now() < deadline) await sleep(10);
     this.#closing = true;
-    this.#drop(this.#queue.filter((q) => q.event).length);
-    this.#queue = [];
+    this.#dropUnsent(this.#queue.drain());
+    for (const q of this.#recent.drain()) this.#release(q);
     this.#wake?.();
     this.#disconnect();
     await this.#pumping;
@@ -341,9 +538,10 @@ export class SyslogSender implements AsyncDisposable {
     return this.close();
   }
 
+  /** One message, at most `maxMessage` bytes: a longer MSG is shortened by {@linkcode fitJson}. */
   #message(msgId: string, severity: number, msg: Uint8Array): Uint8Array<ArrayBuffer> {
     this.#sequence = this.#sequence >= 2 ** 31 - 1 ? 1 : this.#sequence + 1;
-    return syslogMessage({
+    const header: SyslogHeader = {
       structuredData: metaSequence(this.#sequence),
       severity,
       timestamp: new Date().toISOString(),
@@ -351,7 +549,10 @@ export class SyslogSender implements AsyncDisposable {
       appName: this.#appName,
       procId: this.#procId,
       msgId,
-    }, msg);
+    };
+    const room = this.#maxMessage - encoder.encode(syslogPrefix(header)).length;
+    if (msg.length <= room) return syslogMessage(header, msg);
+    return syslogMessage(header, encoder.encode(fitJson(utf8.decode(msg), room)));
   }
 
   #lostRecord(): Uint8Array<ArrayBuffer> {
@@ -364,13 +565,35 @@ export class SyslogSender implements AsyncDisposable {
     this.#untold += n;
   }
 
+  /** Frees what `q` held against the bound. */
+  #release(q: Queued) {
+    this.#held -= q.frame.length + QUEUED_OVERHEAD_BYTES;
+  }
+
+  /** Frees `items`, counting as dropped the events among them never written. */
+  #dropUnsent(items: Queued[]) {
+    let n = 0;
+    for (const q of items) {
+      if (q.event && q.written === 0) n++;
+      this.#release(q);
+    }
+    this.#drop(n);
+  }
+
   #send(msgId: string, severity: number, msg: Uint8Array) {
     const event = msgId === "event";
     if (this.#closing) return this.#drop(event ? 1 : 0);
     const message = this.#message(msgId, severity, msg);
     if (this.target.transport !== "tcp") return this.#sendDatagram(message, event);
-    if (this.#queue.length >= this.#queueSize) return this.#drop(event ? 1 : 0);
-    this.#queue.push({ frame: octetFrame(message), event, written: 0 });
+    const q = { frame: octetFrame(message), event, written: 0 };
+    const cost = q.frame.length + QUEUED_OVERHEAD_BYTES;
+    // Copies kept for resending give way first; then the new message is dropped.
+    while (this.#held + cost > this.#queueBytes && this.#recent.length > 0) {
+      this.#release(this.#recent.shift()!);
+    }
+    if (this.#held + cost > this.#queueBytes) return this.#drop(event ? 1 : 0);
+    this.#held += cost;
+    this.#queue.push(q);
     this.#kick();
   }
 
@@ -435,7 +658,8 @@ export class SyslogSender implements AsyncDisposable {
   }
 
   #kick() {
-    this.#pumping ??= this.#pump().finally(() => {
+    // #pump catches what it expects; anything else must not end the process.
+    this.#pumping ??= this.#pump().catch((error) => this.#failed(String(error))).finally(() => {
       this.#pumping = undefined;
       if (this.#queue.length > 0 && !this.#closing) this.#kick();
     });
@@ -478,11 +702,15 @@ export class SyslogSender implements AsyncDisposable {
         }
       }
       if (this.#queue.length === 0) break;
-      const items = this.#queue.splice(0, 512);
-      const frames = items.map((q) => q.frame);
+      // The relay is told of drops first; that record is not sent again.
       const told = this.#untold;
-      if (told > 0) frames.unshift(octetFrame(this.#lostRecord()));
-      const batch = concat(frames);
+      const items: Queued[] = [];
+      for (let size = 0; this.#queue.length > 0 && size < BATCH_BYTES;) {
+        const q = this.#queue.shift()!;
+        items.push(q);
+        size += q.frame.length;
+      }
+      const batch = concat(told > 0 ? octetFrame(this.#lostRecord()) : undefined, items);
       try {
         for (let at = 0; at < batch.length;) at += await this.#conn.write(batch.subarray(at));
         this.#untold -= told;
@@ -492,15 +720,16 @@ export class SyslogSender implements AsyncDisposable {
           q.written = now;
           this.#recent.push(q);
         }
-        const old = this.#recent.findIndex((q) => q.written >= now - RESEND_MS);
-        this.#recent.splice(0, old < 0 ? this.#recent.length : old);
-        if (this.#recent.length > this.#queueSize) {
-          this.#recent.splice(0, this.#recent.length - this.#queueSize);
+        while ((this.#recent.first()?.written ?? now) < now - RESEND_MS) {
+          this.#release(this.#recent.shift()!);
         }
       } catch {
-        this.#queue.unshift(...items); // not written: they go first on the next connection
-        this.#connectionLost();
-        this.#failed("write failed");
+        if (this.#closing) this.#dropUnsent(items);
+        else {
+          this.#queue.prepend(items); // not written: they go first on the next connection
+          this.#connectionLost();
+          this.#failed("write failed");
+        }
       }
     }
   }
@@ -512,8 +741,12 @@ export class SyslogSender implements AsyncDisposable {
    */
   #connectionLost() {
     const since = Date.now() - RESEND_MS;
-    this.#queue.unshift(...this.#recent.filter((q) => q.written >= since));
-    this.#recent = [];
+    const again: Queued[] = [];
+    for (const q of this.#recent.drain()) {
+      if (q.written >= since) again.push(q);
+      else this.#release(q);
+    }
+    this.#queue.prepend(again);
     this.#disconnect();
   }
 
@@ -539,12 +772,65 @@ interface Queued {
   written: number;
 }
 
-function concat(parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
+/** At most about this many bytes go to the relay in one write. */
+const BATCH_BYTES = 256 * 1024;
+
+/** `first`, then the frames of `items`, one after the other. */
+function concat(first: Uint8Array | undefined, items: Queued[]): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(items.reduce((n, q) => n + q.frame.length, first?.length ?? 0));
+  if (first) out.set(first);
+  let at = first?.length ?? 0;
+  for (const q of items) {
+    out.set(q.frame, at);
+    at += q.frame.length;
   }
   return out;
+}
+
+/**
+ * A first-in first-out list of frames: taking from the front moves an index
+ * instead of copying, and nothing is ever spread into a call's arguments.
+ */
+class Fifo {
+  #items: (Queued | undefined)[] = [];
+  #head = 0;
+
+  get length(): number {
+    return this.#items.length - this.#head;
+  }
+
+  push(q: Queued) {
+    this.#items.push(q);
+  }
+
+  first(): Queued | undefined {
+    return this.#items[this.#head];
+  }
+
+  shift(): Queued | undefined {
+    const q = this.#items[this.#head];
+    if (q === undefined) return undefined;
+    this.#items[this.#head++] = undefined;
+    if (this.#head === this.#items.length) this.#items = [], this.#head = 0;
+    else if (this.#head >= 1024 && this.#head * 2 >= this.#items.length) {
+      this.#items = this.#items.slice(this.#head);
+      this.#head = 0;
+    }
+    return q;
+  }
+
+  /** Puts `items` before the rest, in their order. */
+  prepend(items: Queued[]) {
+    if (items.length === 0) return;
+    this.#items = (items as (Queued | undefined)[]).concat(this.#items.slice(this.#head));
+    this.#head = 0;
+  }
+
+  /** Takes every frame, in order. */
+  drain(): Queued[] {
+    const all = this.#items.slice(this.#head) as Queued[];
+    this.#items = [];
+    this.#head = 0;
+    return all;
+  }
 }
