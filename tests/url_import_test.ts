@@ -29,7 +29,7 @@ kernelTest(
     Deno.writeTextFileSync(
       `${away}/tracer.ts`,
       `import { UnlinkTracer } from "${new URL("mod.ts", `file://${ROOT}`).href}";
-using tracer = UnlinkTracer.open({ pid: ${child.pid} });
+using tracer = UnlinkTracer.open({ pid: ${child.pid}, paths: [${JSON.stringify(dir)}] });
 console.log("attached");
 for await (const e of tracer) {
   console.log(JSON.stringify([e.tgid, e.comm, e.filename, e.ret]));
