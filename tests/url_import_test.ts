@@ -16,6 +16,7 @@ import {
   scriptOf,
   sectionBlocks,
   serveCheckout,
+  THIS_DENO_ON_PATH,
   watchProbe,
   writeTutorial,
 } from "./_readme.ts";
@@ -105,7 +106,7 @@ async function bash(script: string, dir: string, env: Record<string, string>) {
   const out = await new Deno.Command("bash", {
     args: ["-c", script],
     cwd: dir,
-    env: { NO_COLOR: "1", ...env },
+    env: { NO_COLOR: "1", ...THIS_DENO_ON_PATH, ...env },
     stdout: "piped",
     stderr: "piped",
   }).output();
