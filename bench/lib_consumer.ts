@@ -3,7 +3,7 @@
  * counts the events of a `for await` loop, and formats nothing.
  *
  *   sudo deno run -A bench/lib_consumer.ts [--mode tracepoint] [--comm NAME] [--stamp]
- *     [--ring-size BYTES]
+ *     [--ring-size BYTES] [--leak BYTES] [--gc]
  *
  * stderr: `attached via MODE (module ready at A ms with R MiB RSS; open took
  * B ms, RSS now S MiB)` once attached (times from process start), then
@@ -12,11 +12,20 @@
  * with it). Events are the records delivered from the ring; lost is the
  * kernel's count of drops. With `--stamp`, stdout gets
  * `<epoch ms when received> <filename>` per event, for the delay measurement.
+ * `--leak BYTES` is a deliberate leak for tests/soak_test.ts to show that its
+ * memory check catches one: the consumer keeps exactly BYTES bytes per record
+ * for good, written so that their pages are resident (in 1 MiB chunks outside
+ * the V8 heap, so the leak is those bytes and nothing else). With `--gc` (and
+ * V8's `--expose-gc`), each SIGUSR1 runs a full garbage collection and hands
+ * malloc's free pages back to the kernel (malloc_trim) before it answers, so
+ * the RSS read after the answer is what is kept: neither garbage that a later
+ * collection would free nor freed memory that a leak would reuse unseen.
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
+import { releaseFreedMemory } from "../mod.ts";
 import { UnlinkTracer, type UnlinkTracerOptions } from "../lib/unlink/mod.ts";
 
 const ready = performance.now();
@@ -30,10 +39,29 @@ const { values } = parseArgs({
     comm: { type: "string" },
     stamp: { type: "boolean", default: false },
     "ring-size": { type: "string" },
+    leak: { type: "string", default: "0" },
+    gc: { type: "boolean", default: false },
   },
 });
 const encoder = new TextEncoder();
 const say = (line: string) => Deno.stderr.writeSync(encoder.encode(line + "\n"));
+
+/** Keeps `bytes` bytes (nonzero, so written) for each record number `n`, for good: see `--leak`. */
+function leaker(bytes: number): (n: number) => void {
+  const kept: Uint8Array[] = [];
+  let chunk = new Uint8Array(0);
+  let used = 0;
+  return (n) => {
+    if (bytes === 0) return;
+    if (used + bytes > chunk.length) {
+      chunk = new Uint8Array(Math.max(1 << 20, bytes));
+      kept.push(chunk);
+      used = 0;
+    }
+    chunk.fill(n & 0xff || 1, used, used + bytes);
+    used += bytes;
+  };
+}
 
 try {
   const opened = performance.now();
@@ -43,8 +71,17 @@ try {
     ringBufferSize: values["ring-size"] === undefined ? undefined : Number(values["ring-size"]),
   });
   let events = 0;
+  const leak = leaker(Number(values.leak));
   const stop = () => tracer.stop();
-  const progress = () => say(`progress: events=${events} lost=${tracer.lost}`);
+  const collect = values.gc ? (globalThis as { gc?: () => void }).gc : undefined;
+  if (values.gc && !collect) throw new Error("--gc needs --v8-flags=--expose-gc");
+  const progress = () => {
+    if (collect) {
+      collect();
+      releaseFreedMemory();
+    }
+    say(`progress: events=${events} lost=${tracer.lost}`);
+  };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
   Deno.addSignalListener("SIGUSR1", progress); // before "attached": a test may signal at once
@@ -56,6 +93,7 @@ try {
   );
   for await (const e of tracer) {
     events++;
+    leak(events);
     if (values.stamp) {
       const received = performance.timeOrigin + performance.now();
       Deno.stdout.writeSync(encoder.encode(`${received.toFixed(3)} ${e.filename}\n`));

@@ -163,8 +163,6 @@ const LIBC = {
     result: "isize",
     nonblocking: true,
   },
-  // int access(const char *path, int mode)
-  access: { parameters: ["buffer", "i32"], result: "i32" },
   // int poll(struct pollfd *fds, nfds_t nfds, int timeout)
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
   // The same poll(2), off the main thread, for waits that may last (its errno

@@ -55,6 +55,7 @@ export class PerfRing {
   #mask: number;
   #scratch: Uint8Array | undefined;
   #lost = 0;
+  #interrupted = false;
 
   /**
    * Reads the ring in `buffer`: the control page (`pageSize` bytes) then
@@ -88,12 +89,22 @@ export class PerfRing {
   }
 
   /**
+   * Ends the {@linkcode read} in progress after the sample being handled:
+   * for a handler that closed the reader. The records after it stay in the
+   * ring. Does nothing outside a read.
+   */
+  interrupt(): void {
+    this.#interrupted = true;
+  }
+
+  /**
    * Consumes the records written so far, calling `fn` for each sample, at
    * most `limit` of them; lost records add to {@linkcode lost}, other record
    * types are skipped. `data_tail` moves past each record once `fn` has
    * returned (or thrown). Returns the number of samples handed to `fn`.
    */
   read(fn: SampleHandler, limit: number = Infinity): number {
+    this.#interrupted = false;
     const data = this.#data;
     const view = this.#view;
     const mask = this.#mask;
@@ -102,7 +113,7 @@ export class PerfRing {
     let tail = Number(Atomics.load(this.#positions, 1));
     let count = 0;
     try {
-      while (tail < head && count < limit) {
+      while (tail < head && count < limit && !this.#interrupted) {
         // Records are 8-byte aligned, so a header never straddles the end.
         const at = tail & mask;
         const type = view.getUint32(at, true);

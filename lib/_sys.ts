@@ -14,13 +14,23 @@ import { c, checkErrno, cstr, failure } from "./_ffi.ts";
 
 const O_RDONLY = 0;
 const O_CLOEXEC = 0x80000;
-const F_OK = 0;
+const O_PATH = 0x200000; // the same on x86_64 and arm64
 const ENOENT = 2;
 const ENOTDIR = 20;
 
-/** Whether `path` exists (`access(F_OK)`); a refusal other than "no such file" throws. */
+/**
+ * Whether `path` exists; a refusal other than "no such file" throws. It opens
+ * the path with `O_PATH` rather than calling `access(2)`: access checks with
+ * the real uid and, for a non-root one, without capabilities, so a service
+ * running as its own user with CAP_DAC_READ_SEARCH would be refused the
+ * root-only (0700) tracefs that its open(2) calls may search.
+ */
 export function pathExists(path: string): boolean {
-  if (c().access(cstr(path), F_OK) === 0) return true;
+  const fd = c().open(cstr(path), O_PATH | O_CLOEXEC);
+  if (fd >= 0) {
+    c().close(fd);
+    return true;
+  }
   const error = failure(`check ${path}`);
   if (error.errno === ENOENT || error.errno === ENOTDIR) return false;
   throw error;

@@ -167,6 +167,7 @@ export class PerfBuffer implements Disposable {
   #found = false;
   #stopped = false;
   #closing = false;
+  #draining = false;
   #released = false;
 
   /** Opens a perf ring on every online CPU and stores them in `map`. */
@@ -297,8 +298,9 @@ export class PerfBuffer implements Disposable {
    * Consumes the samples written so far, calling `fn` for each, at most
    * `limit` of them. Each CPU's samples come in order; successive calls start
    * from successive CPUs, so a storm on one cannot starve another. Lost
-   * records add to {@linkcode lost}. Returns the number of samples handed to
-   * `fn`.
+   * records add to {@linkcode lost}. A handler that closes the reader ends
+   * the drain early: the samples after it stay in the rings, which are
+   * unmapped on return. Returns the number of samples handed to `fn`.
    */
   drain(fn: PerfRecordHandler, limit: number = Infinity): number {
     this.#assertOpen();
@@ -307,14 +309,18 @@ export class PerfBuffer implements Disposable {
     const start = this.#next;
     this.#next = (start + 1) % n;
     this.#fn = fn;
+    // A handler may close the reader: the rings stay mapped until read() returns.
+    this.#draining = true;
     let count = 0;
     try {
-      for (let i = 0; i < n && count < limit; i++) {
+      for (let i = 0; i < n && count < limit && !this.#closing; i++) {
         const r = rings[(start + i) % n];
         count += r.ring.read(r.handler, limit - count);
       }
     } finally {
       this.#fn = () => {};
+      this.#draining = false;
+      if (this.#closing && !this.#pending) this.#release();
     }
     if (count > 0) this.#found = true;
     return count;
@@ -347,7 +353,7 @@ export class PerfBuffer implements Disposable {
       await this.#pending;
     } finally {
       this.#pending = undefined;
-      if (this.#closing) this.#release();
+      if (this.#closing && !this.#draining) this.#release();
     }
     return !(this.#stopped || this.#closing);
   }
@@ -383,8 +389,10 @@ export class PerfBuffer implements Disposable {
     this.stop();
     this.#closing = true;
     this.#forget();
-    // A pending epoll_wait still uses the epoll fd: release when it returns.
-    if (!this.#pending) this.#release();
+    if (this.#draining) { for (const r of this.#rings) r.ring.interrupt(); }
+    // A pending epoll_wait still uses the epoll fd, and a drain the rings:
+    // release when they return.
+    if (!this.#pending && !this.#draining) this.#release();
   }
 
   /** Closes the reader: `using perf = new PerfBuffer(map)` does it at scope exit. */

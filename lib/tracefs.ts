@@ -11,6 +11,9 @@ import { pathExists } from "./_sys.ts";
 /** Where tracefs is mounted on modern systems. */
 export const TRACEFS = "/sys/kernel/tracing";
 const LEGACY = "/sys/kernel/debug/tracing";
+// MS_NOSUID | MS_NODEV | MS_NOEXEC, as systemd's sys-kernel-tracing.mount:
+// tracefs holds no programs, devices or set-uid files to honour.
+const MOUNT_FLAGS = 0x2n | 0x4n | 0x8n;
 
 /** The mounted tracefs directory, or `undefined` if tracefs is not mounted. */
 export function findTracefs(): string | undefined {
@@ -23,13 +26,13 @@ export function findTracefs(): string | undefined {
 /**
  * Returns the tracefs directory, mounting tracefs at `/sys/kernel/tracing`
  * first if it is not mounted anywhere (as on hosts that do not mount it at
- * boot). The mount stays after the process exits, as `mount -t tracefs`
- * would. Needs root to mount.
+ * boot), with nosuid, nodev and noexec. The mount stays after the process
+ * exits, as `mount -t tracefs` would. Needs root to mount.
  */
 export function ensureTracefs(): string {
   const found = findTracefs();
   if (found) return found;
-  const ret = c().mount(cstr("tracefs"), cstr(TRACEFS), cstr("tracefs"), 0n, null);
+  const ret = c().mount(cstr("tracefs"), cstr(TRACEFS), cstr("tracefs"), MOUNT_FLAGS, null);
   if (ret !== 0) {
     throw failure(`mount tracefs at ${TRACEFS}`, {
       hint: `mount it yourself: mount -t tracefs tracefs ${TRACEFS}`,

@@ -1,9 +1,9 @@
 /**
  * A test child that unlinks under many command names: for each i below N it
  * names itself `dbpf_c<i>` (prctl PR_SET_NAME) and unlinks a file that does
- * not exist (ENOENT). Usage:
+ * not exist (ENOENT) in DIR. Usage:
  *
- *   deno run -A tests/_comm_storm.ts N
+ *   deno run -A tests/_comm_storm.ts N DIR
  *
  * It prints `ready`, waits for a line on stdin, does its N unlinks and prints
  * `done N`.
@@ -18,7 +18,7 @@ const libc = Deno.dlopen("libc.so.6", {
 });
 const cstr = (s: string) => new TextEncoder().encode(s + "\0");
 const n = Number(Deno.args[0]);
-const missing = cstr(`/nonexistent/dbpf_comm_storm/${Deno.pid}`);
+const missing = cstr(`${Deno.args[1]}/missing`);
 
 console.log("ready");
 for await (const _ of Deno.stdin.readable) break;

@@ -156,6 +156,15 @@ export function sectionBlocks(heading: string): Block[] {
 /** The README's tutorial, whose commands the tests run as written. */
 export const TUTORIAL = "Write your own tool";
 
+/**
+ * PATH for a shell that runs the README's `deno` commands: the Deno running
+ * the tests comes first, so they use it, whatever the PATH of the machine
+ * (sudo's secure_path, say) finds or misses.
+ */
+export const THIS_DENO_ON_PATH: Record<string, string> = {
+  PATH: `${Deno.execPath().replace(/\/[^/]*$/, "")}:${Deno.env.get("PATH") ?? "/usr/bin:/bin"}`,
+};
+
 /** A fresh directory outside the checkout, removed after `fn`. */
 export async function inTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
   const dir = Deno.makeTempDirSync({ prefix: "dbpf_readme_" });
@@ -207,7 +216,7 @@ export async function watchProbe(
   const probe = new Deno.Command("bash", {
     args: ["-c", script],
     cwd: dir,
-    env: { NO_COLOR: "1", ...env },
+    env: { NO_COLOR: "1", ...THIS_DENO_ON_PATH, ...env },
     stdout: "piped",
     stderr: "piped",
   }).spawn();

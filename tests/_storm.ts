@@ -55,7 +55,7 @@ export interface Counts {
 /** bench/lib_consumer.ts running in a child process. */
 export interface Consumer {
   pid: number;
-  /** Its counts so far (it answers SIGUSR1). */
+  /** Its counts so far (it answers SIGUSR1); calls may overlap. */
   counts(): Promise<Counts>;
   /** Its resident memory now, in KiB (VmRSS). */
   rssKiB(): number;
@@ -96,12 +96,18 @@ export async function startConsumer(args: string[], v8Flags: string[] = []): Pro
     }
   };
   await next(/attached via \S+/);
+  let asking: Promise<unknown> = Promise.resolve();
   return {
     pid: child.pid,
-    async counts() {
-      child.kill("SIGUSR1");
-      const [, events, lost] = await next(/progress: events=(\d+) lost=(\d+)/);
-      return { events: Number(events), lost: Number(lost) };
+    counts() {
+      // One question at a time, so each answer is read by the caller who asked it.
+      const asked = asking.then(async () => {
+        child.kill("SIGUSR1");
+        const [, events, lost] = await next(/progress: events=(\d+) lost=(\d+)/);
+        return { events: Number(events), lost: Number(lost) };
+      });
+      asking = asked.catch(() => {});
+      return asked;
     },
     rssKiB() {
       const status = Deno.readTextFileSync(`/proc/${child.pid}/status`);

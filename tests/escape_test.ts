@@ -22,7 +22,7 @@ for (const json of [false, true]) {
       try {
         const child = await spawnUnlinker([`unlink:${dir}/${NAME}`]);
         const run = await traceWhile(
-          [...(json ? ["--json"] : []), "-p", String(child.pid)],
+          [...(json ? ["--json"] : []), "-p", String(child.pid), "--path", dir],
           () => child.go().then(() => {}),
         );
         assert.equal(run.code, 0, run.stderr);

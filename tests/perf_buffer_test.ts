@@ -212,6 +212,28 @@ kernelTest(
   },
 );
 
+kernelTest(
+  "close() inside a PerfBuffer handler ends the drain and unmaps the rings on return",
+  async () => {
+    using fixture = await attachFixture();
+    const perf = new PerfBuffer(fixture.obj.map("events"));
+    const { dir, ops } = files(3);
+    const child = await spawnUnlinker(ops);
+    await child.go(); // the samples are in the rings once the unlinks returned
+    Deno.removeSync(dir, { recursive: true });
+    let seen = 0;
+    const n = perf.drain(() => {
+      seen++;
+      perf.close();
+      assert.equal(perfMappings(), perf.cpus.length, "still mapped while the handler runs");
+    });
+    assert.equal(n, 1);
+    assert.equal(seen, 1, "no sample after the close");
+    assert.equal(perfMappings(), 0, "unmapped once drain returned");
+    assert.throws(() => perf.drain(() => {}), TypeError);
+  },
+);
+
 kernelTest("using a closed PerfBuffer is a TypeError", async () => {
   using fixture = await attachFixture();
   const perf = new PerfBuffer(fixture.obj.map("events"));

@@ -11,6 +11,9 @@ function run(script: string, perms: string[], args: string[]) {
   return runDeno(["run", ...perms, script, ...args]);
 }
 
+/** The unit's flag: LIBBPF_PATH and NO_COLOR are all deno_bpf reads. */
+const SCOPED_ENV = "--allow-env=LIBBPF_PATH,NO_COLOR";
+
 const EVERY_FLAG_BUT_ALL = [
   "--allow-read",
   "--allow-write",
@@ -25,6 +28,7 @@ const EVERY_FLAG_BUT_ALL = [
 for (
   const [what, perms] of [
     ["exactly --allow-ffi --allow-env", ["--allow-ffi", "--allow-env"]],
+    ["--allow-env scoped to the variables it reads", ["--allow-ffi", SCOPED_ENV]],
     ["every --allow-* flag but --allow-all", EVERY_FLAG_BUT_ALL],
   ] as const
 ) {
@@ -41,6 +45,7 @@ for (
     [["--allow-ffi"], "--allow-env"],
     [["--allow-env"], "--allow-ffi"],
     [["--allow-read", "--allow-env"], "--allow-ffi"],
+    [["--allow-ffi", "--allow-env=NO_COLOR"], "--allow-env"],
   ] as const
 ) {
   kernelTest(`trace.ts with only ${perms.join(" ")} names ${flag} in one line`, async () => {
@@ -66,3 +71,15 @@ kernelTest("printk.ts needs no more than --allow-ffi --allow-env", async () => {
     /^printk: Deno refused a permission this tool needs: add --allow-ffi/,
   );
 });
+
+kernelTest(
+  "trace.ts --doctor counts --allow-env scoped to LIBBPF_PATH,NO_COLOR as granted",
+  async () => {
+    const r = await run(SCRIPT, ["--allow-ffi", SCOPED_ENV], ["--doctor", "--json"]);
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(r.stdout);
+    assert.equal(report.permissions.env, true);
+    assert.equal(report.permissions.ffi, true);
+    assert.notEqual(report.auto, null);
+  },
+);

@@ -23,6 +23,8 @@ kernelTest(
       "--quiet",
       "-p",
       String(unlinker.pid),
+      "--path",
+      dir,
       "--metrics",
       "127.0.0.1:0",
     ]);
@@ -69,8 +71,9 @@ kernelTest(
 kernelTest(
   "a storm of 10,000 distinct comms keeps the comm label at its bound, the rest counted as other",
   async () => {
+    const dir = scratch([]);
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", `${ROOT}tests/_comm_storm.ts`, "10000"],
+      args: ["run", "-A", `${ROOT}tests/_comm_storm.ts`, "10000", dir],
       stdin: "piped",
       stdout: "piped",
     }).spawn();
@@ -80,6 +83,8 @@ kernelTest(
       "--quiet",
       "-p",
       String(child.pid),
+      "--path",
+      dir,
       "--metrics",
       "127.0.0.1:0",
       "--metrics-comms",
@@ -113,6 +118,7 @@ kernelTest(
       assert.equal(code, 0);
     } finally {
       await prometheus.close();
+      Deno.removeSync(dir, { recursive: true });
     }
   },
 );

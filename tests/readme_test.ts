@@ -16,6 +16,7 @@ import {
   inTempDir,
   readmeBlocks,
   scriptOf,
+  THIS_DENO_ON_PATH,
   TUTORIAL,
   watchProbe,
   writeTutorial,
@@ -39,7 +40,7 @@ async function mustRun(cmd: string, args: string[], cwd: string, what: string): 
   const out = await new Deno.Command(cmd, {
     args,
     cwd,
-    env: { NO_COLOR: "1" },
+    env: { NO_COLOR: "1", ...THIS_DENO_ON_PATH },
     stdout: "piped",
     stderr: "piped",
   }).output();

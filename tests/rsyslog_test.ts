@@ -42,6 +42,8 @@ for (const transport of ["udp", "tcp", "unix"] as const) {
           "--quiet",
           "-p",
           String(unlinker.pid),
+          "--path",
+          dir,
           "--syslog",
           url,
         ]);
@@ -173,7 +175,10 @@ kernelTest(
       const unlinker = await spawnUnlinker([`unlink:${dir}/a`]);
       const service = await startService(
         [...PERMS, `--allow-net=127.0.0.1:${server.tcpPort}`],
-        ["--json", "-p", String(unlinker.pid), "--syslog", `tcp://127.0.0.1:${server.tcpPort}`],
+        [
+          ...["--json", "-p", String(unlinker.pid), "--path", dir],
+          ...["--syslog", `tcp://127.0.0.1:${server.tcpPort}`],
+        ],
       );
       service.kill("SIGHUP");
       await waitFor(

@@ -3,7 +3,8 @@
  * bursts and paced, traced by the library in a child process. Every unlink
  * the storm did must be either delivered from the ring or counted lost by the
  * kernel, exactly, with the default ring and with the smallest one; and the
- * tracer's memory must stay flat while it works.
+ * tracer's memory must stay flat while it works, by a check that a shorter
+ * run with a deliberately leaking consumer shows to catch a small leak.
  *
  * Prints its figures (per phase and in total, and the RSS samples).
  */
@@ -37,20 +38,43 @@ for (let round = 0; round < 4; round++) {
  * the last step came anywhere from 8 s to 41 s into the soak, and a flatness
  * check cannot tell such a step from a leak.
  */
-const V8_FLAGS = ["--min-semi-space-size=8", "--max-semi-space-size=8"];
+const V8_FLAGS = ["--min-semi-space-size=8", "--max-semi-space-size=8", "--expose-gc"];
 /** Unlinks a phase does: WRITERS × PAIRS, or RATE × SECONDS. */
 const unlinksOf = (args: string[]) => Number(args[1]) * Number(args[2]);
 const UNLINKS = PHASES.reduce((sum, p) => sum + unlinksOf(p.args), 0);
-const SAMPLE_MS = 1000;
+/** The leak run's phases: the same warm-up, then two rounds. */
+const LEAK_PHASES = PHASES.slice(0, 5);
+/** Fewer records than this between the thirds' medians would make bytes per record noise. */
+const MIN_RECORDS = 100_000;
+const SAMPLE_MS = 500;
 /**
- * How far the peak RSS of the second half of the run (after the warm-up) may
- * exceed the first half's. Measured: after the warm-up, samples move by under
- * 1 MiB (heap pages, compiled code). A leak of 9 bytes per record would add
- * more than 3 MiB over the 380,000 records of a half with the default ring
- * (about 150,000 with the smallest, which loses most), and anything kept per
- * record (an object, a string, a closure) costs more than that.
+ * The deliberate leak of the leak run, in bytes per record: the smallest
+ * worth catching. Anything a consumer keeps per record costs at least this:
+ * glibc's smallest malloc chunk is 32 bytes, and in Deno's V8 (no pointer
+ * compression) a kept `{ p: n }` costs 42 bytes and a short string 35, as
+ * measured with `Deno.memoryUsage()` over a million of each. Only a number
+ * pushed on an array costs less (10 bytes), and the bound catches that too.
  */
-const RSS_GROWTH_MIB = 3;
+const LEAK_BYTES = 16;
+/**
+ * How much the consumer's RSS may grow per delivered record after the
+ * warm-up: the median RSS of the last third of the samples minus that of the
+ * first third, over the records delivered between them. Each sample is read
+ * after the consumer's full GC and malloc_trim (lib_consumer.ts --gc): without
+ * them, garbage swung RSS by up to 16 MiB (-12.5 bytes per record in one
+ * honest run), and a 16-byte leak measured 1.3 bytes per record, its pages
+ * taken from freed memory that was still resident.
+ *
+ * Measured on the 2-vCPU host, two runs each, in bytes per record: the
+ * honest consumer -1.45 and -0.63 (2 MiB ring, 510,000 to 540,000 records
+ * between the medians), -3.01 and -1.09 (4096-byte ring, 186,000 to
+ * 204,000); leaking 16 bytes a record, 14.4, 15.0 and 17.3 (219,000 to
+ * 254,000). 8 lies between: noise would have to reach 1.5 MiB over the
+ * fewest records to cross it, and a 16-byte leak would have to lose half of
+ * itself. Fewer than MIN_RECORDS records between the medians fail the run,
+ * as the figure would then be noise.
+ */
+const LEAK_BOUND = 8;
 
 interface Phase {
   name: string;
@@ -63,25 +87,79 @@ interface Phase {
   end: number;
 }
 
+/** One sample of the consumer: when, its RSS, and the records it had delivered by then. */
 interface Sample {
   seconds: number;
   mib: number;
+  events: number;
 }
 
-/** Samples the consumer's RSS every second from now until the returned stop is called. */
-function sampleRss(consumer: Consumer, started: number): { samples: Sample[]; stop(): void } {
+/** Samples the consumer every second from now until the returned stop is awaited. */
+function sampleRss(consumer: Consumer, started: number) {
   const samples: Sample[] = [];
-  const take = () => {
-    samples.push({ seconds: (performance.now() - started) / 1000, mib: consumer.rssKiB() / 1024 });
+  let stopped = false;
+  let wake = () => {};
+  const loop = (async () => {
+    while (!stopped) {
+      const { events } = await consumer.counts();
+      const mib = consumer.rssKiB() / 1024;
+      samples.push({ seconds: (performance.now() - started) / 1000, mib, events });
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, SAMPLE_MS);
+        wake = () => (clearTimeout(timer), resolve());
+      });
+    }
+  })();
+  return {
+    samples,
+    /** Ends the sampling; rejects if a sample failed (the consumer died). */
+    stop(): Promise<void> {
+      stopped = true;
+      wake();
+      return loop;
+    },
   };
-  take();
-  const timer = setInterval(take, SAMPLE_MS);
-  return { samples, stop: () => clearInterval(timer) };
 }
 
 const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
+const median = (list: number[]) => {
+  const sorted = [...list].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+};
 
-function report(ringSize: number, phases: Phase[], total: Phase, samples: Sample[], from: number) {
+/** The memory check's figures: see LEAK_BOUND. */
+interface Growth {
+  /** Median RSS (MiB) and delivered records of the first and last thirds of the measured samples. */
+  first: { mib: number; events: number };
+  last: { mib: number; events: number };
+  /** RSS growth per record delivered between the two. */
+  bytesPerRecord: number;
+}
+
+/** The growth of the samples taken from `from` seconds on (after the warm-up). */
+function growth(samples: Sample[], from: number): Growth {
+  const measured = samples.filter((s) => s.seconds >= from);
+  const third = Math.floor(measured.length / 3);
+  assert.ok(third >= 3, `only ${measured.length} samples after the warm-up`);
+  const of = (list: Sample[]) => ({
+    mib: median(list.map((s) => s.mib)),
+    events: median(list.map((s) => s.events)),
+  });
+  const first = of(measured.slice(0, third));
+  const last = of(measured.slice(measured.length - third));
+  const bytesPerRecord = (last.mib - first.mib) * 1024 * 1024 / (last.events - first.events);
+  return { first, last, bytesPerRecord };
+}
+
+function report(
+  title: string,
+  phases: Phase[],
+  total: Phase,
+  samples: Sample[],
+  from: number,
+  g: Growth,
+) {
   const rows = [
     ["phase", "unlinks done", "events", "lost", "seconds", "events/s", "storm unlinks/s"],
     ...[...phases, total].map((p) => [
@@ -95,28 +173,33 @@ function report(ringSize: number, phases: Phase[], total: Phase, samples: Sample
     ]),
   ];
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  console.log(`soak, ring ${ringSize} bytes, tracer mode ${TEST_MODE}, V8 ${V8_FLAGS.join(" ")}:`);
+  console.log(`${title}, tracer mode ${TEST_MODE}, V8 ${V8_FLAGS.join(" ")}:`);
   for (const r of rows) console.log("  " + r.map((c, i) => c.padStart(widths[i])).join("  "));
-  const shown = (list: Sample[]) => list.map((s) => s.mib.toFixed(1)).join(" ");
+  const shown = (list: Sample[]) =>
+    list.map((s) => `${s.mib.toFixed(1)}@${Math.round(s.events / 1000)}k`).join(" ");
   console.log(
-    `  RSS MiB, one sample a second: ${shown(samples.filter((s) => s.seconds < from))} | ${
-      shown(samples.filter((s) => s.seconds >= from))
-    } (warm-up | measured)`,
+    `  RSS MiB@records, one sample each ${SAMPLE_MS} ms: ${
+      shown(samples.filter((s) => s.seconds < from))
+    } | ${shown(samples.filter((s) => s.seconds >= from))} (warm-up | measured)`,
+  );
+  console.log(
+    `  median RSS after the warm-up: ${g.first.mib.toFixed(2)} MiB in the first third (at ${
+      fmt(g.first.events)
+    } records), ${g.last.mib.toFixed(2)} MiB in the last (at ${fmt(g.last.events)}): ${
+      g.bytesPerRecord.toFixed(2)
+    } bytes per record (bound ${LEAK_BOUND})`,
   );
 }
 
-/** Peak RSS of the first and second halves, by time, of the samples from `from` seconds on. */
-function halves(samples: Sample[], from: number): [first: number, second: number] {
-  const measured = samples.filter((s) => s.seconds >= from);
-  const mid = (from + measured.at(-1)!.seconds) / 2;
-  const peak = (list: Sample[]) => Math.max(...list.map((s) => s.mib));
-  return [
-    peak(measured.filter((s) => s.seconds < mid)),
-    peak(measured.filter((s) => s.seconds >= mid)),
-  ];
+interface Run {
+  ringSize: number;
+  phases: { name: string; args: string[] }[];
+  /** Bytes the consumer keeps per record on purpose (lib_consumer.ts --leak). */
+  leak?: number;
 }
 
-async function soak(ringSize: number) {
+/** Runs the storm's phases against a consumer; checks the accounting, returns the growth. */
+async function soak({ ringSize, phases: plan, leak = 0 }: Run): Promise<Growth> {
   const dir = await Deno.makeTempDir({ prefix: "dbpf_soak_" });
   let consumer: Consumer | undefined;
   let rss: ReturnType<typeof sampleRss> | undefined;
@@ -129,12 +212,15 @@ async function soak(ringSize: number) {
       SOAK_COMM,
       "--ring-size",
       String(ringSize),
+      "--leak",
+      String(leak),
+      "--gc",
     ], V8_FLAGS);
     const started = performance.now();
     rss = sampleRss(consumer, started);
     const phases: Phase[] = [];
     let before = await consumer.counts();
-    for (const { name, args } of PHASES) {
+    for (const { name, args } of plan) {
       const t0 = performance.now();
       const ran = await runStorm(storm, args);
       const seconds = (performance.now() - t0) / 1000;
@@ -150,7 +236,7 @@ async function soak(ringSize: number) {
       });
       before = after;
     }
-    rss.stop();
+    await rss.stop();
     const final = await consumer.stop();
     const done = phases.reduce((sum, p) => sum + p.done, 0);
     const total = {
@@ -162,15 +248,12 @@ async function soak(ringSize: number) {
       end: 0,
     };
     const from = phases[0].end;
-    report(ringSize, phases, total, rss.samples, from);
-    const [first, second] = halves(rss.samples, from);
-    console.log(
-      `  peak RSS after the warm-up: ${first.toFixed(1)} MiB in the first half, ${
-        second.toFixed(1)
-      } MiB in the second`,
-    );
+    const g = growth(rss.samples, from);
+    const title = `soak, ring ${ringSize} bytes${leak ? `, leaking ${leak} bytes a record` : ""}`;
+    report(title, phases, total, rss.samples, from, g);
 
-    assert.equal(done, UNLINKS, "the storm did not do the unlinks asked of it");
+    const asked = plan.reduce((sum, p) => sum + unlinksOf(p.args), 0);
+    assert.equal(done, asked, "the storm did not do the unlinks asked of it");
     assert.equal(
       final.events + final.lost,
       done,
@@ -178,26 +261,48 @@ async function soak(ringSize: number) {
     );
     assert.ok(final.events > 0, "no event was delivered");
     assert.ok(
-      second - first <= RSS_GROWTH_MIB,
-      `RSS grew from ${first.toFixed(1)} to ${second.toFixed(1)} MiB (bound +${RSS_GROWTH_MIB})`,
+      g.last.events - g.first.events >= MIN_RECORDS,
+      `only ${fmt(g.last.events - g.first.events)} records between the thirds' medians`,
     );
+    return g;
   } finally {
-    rss?.stop();
+    await rss?.stop().catch(() => {});
     await consumer?.kill();
     await Deno.remove(dir, { recursive: true });
   }
 }
 
+const flat = (g: Growth) =>
+  assert.ok(
+    g.bytesPerRecord <= LEAK_BOUND,
+    `RSS grew from ${g.first.mib.toFixed(1)} to ${g.last.mib.toFixed(1)} MiB over ${
+      fmt(g.last.events - g.first.events)
+    } records: ${g.bytesPerRecord.toFixed(1)} bytes per record (bound ${LEAK_BOUND})`,
+  );
+
 kernelTest(
   `every one of ${
     fmt(UNLINKS)
   } unlinks, in bursts and paced, is delivered or counted lost with the default 2 MiB ring, in flat memory`,
-  () => soak(DEFAULT_RING_SIZE),
+  async () => flat(await soak({ ringSize: DEFAULT_RING_SIZE, phases: PHASES })),
 );
 
 kernelTest(
   `every one of ${
     fmt(UNLINKS)
   } unlinks, in bursts and paced, is delivered or counted lost with the smallest ring (4096 bytes), in flat memory`,
-  () => soak(4096),
+  async () => flat(await soak({ ringSize: 4096, phases: PHASES })),
+);
+
+kernelTest(
+  `the soak's memory check catches a consumer that keeps ${LEAK_BYTES} bytes of every record`,
+  async () => {
+    const g = await soak({ ringSize: DEFAULT_RING_SIZE, phases: LEAK_PHASES, leak: LEAK_BYTES });
+    assert.ok(
+      g.bytesPerRecord > LEAK_BOUND,
+      `a leak of ${LEAK_BYTES} bytes a record measured ${
+        g.bytesPerRecord.toFixed(1)
+      } bytes per record, within the bound ${LEAK_BOUND}`,
+    );
+  },
 );

@@ -151,8 +151,8 @@ kernelTest(
   "two tracers at once both see every event, and closing one leaves the other",
   async () => {
     const dir = scratch(["1", "2", "3", "4"]);
-    const a = await startTracer(["--json", "-n", "dbpf_unlinker"]);
-    const b = await startTracer(["--json", "-n", "dbpf_unlinker"]);
+    const a = await startTracer(["--json", "-n", "dbpf_unlinker", "--path", dir]);
+    const b = await startTracer(["--json", "-n", "dbpf_unlinker", "--path", dir]);
     const first = await spawnUnlinker([`unlink:${dir}/1`, `unlink:${dir}/2`]);
     await first.go();
     let aText = await within(10_000, "tracer A", readUntil(a.out, `${dir}/2`));

@@ -16,6 +16,7 @@ import {
   scriptOf,
   sectionBlocks,
   serveCheckout,
+  THIS_DENO_ON_PATH,
   watchProbe,
   writeTutorial,
 } from "./_readme.ts";
@@ -29,7 +30,7 @@ kernelTest(
     Deno.writeTextFileSync(
       `${away}/tracer.ts`,
       `import { UnlinkTracer } from "${new URL("mod.ts", `file://${ROOT}`).href}";
-using tracer = UnlinkTracer.open({ pid: ${child.pid} });
+using tracer = UnlinkTracer.open({ pid: ${child.pid}, paths: [${JSON.stringify(dir)}] });
 console.log("attached");
 for await (const e of tracer) {
   console.log(JSON.stringify([e.tgid, e.comm, e.filename, e.ret]));
@@ -105,7 +106,7 @@ async function bash(script: string, dir: string, env: Record<string, string>) {
   const out = await new Deno.Command("bash", {
     args: ["-c", script],
     cwd: dir,
-    env: { NO_COLOR: "1", ...env },
+    env: { NO_COLOR: "1", ...THIS_DENO_ON_PATH, ...env },
     stdout: "piped",
     stderr: "piped",
   }).output();

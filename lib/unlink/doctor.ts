@@ -125,11 +125,22 @@ export function libbpfPathFromMaps(maps: string): string | undefined {
   return undefined;
 }
 
-/** Which of {@linkcode PERMISSIONS} are granted, asked without prompting. */
+/** The only environment variables deno_bpf reads: `--allow-env` may be scoped to them. */
+const ENV_READ = ["LIBBPF_PATH", "NO_COLOR"];
+
+/**
+ * Which of {@linkcode PERMISSIONS} are granted, asked without prompting. `env`
+ * counts as granted when the variables deno_bpf reads are, as with
+ * `--allow-env=LIBBPF_PATH,NO_COLOR`.
+ */
 export function grantedPermissions(): Record<PermissionKind, boolean> {
   const out = {} as Record<PermissionKind, boolean>;
   for (const name of PERMISSIONS) {
-    out[name] = Deno.permissions.querySync({ name }).state === "granted";
+    out[name] = name === "env"
+      ? ENV_READ.every((variable) =>
+        Deno.permissions.querySync({ name, variable }).state === "granted"
+      )
+      : Deno.permissions.querySync({ name }).state === "granted";
   }
   return out;
 }
