@@ -58,6 +58,8 @@ kernelTest(
       "--json",
       "-p",
       String(unlinker.pid),
+      "--path",
+      dir,
       "--metrics",
       "127.0.0.1:0",
     ]);
@@ -116,6 +118,8 @@ kernelTest(
       "--json",
       "-p",
       String(unlinker.pid),
+      "--path",
+      dir,
       "--metrics",
       "127.0.0.1:0",
     ]);

@@ -37,6 +37,12 @@ export const EXCHANGE_TIMEOUT_MS = 10_000;
 /** The longest request head read, in bytes; a longer one is answered 431. */
 export const MAX_HEAD_BYTES = 8192;
 
+/** How often deadlines are checked, in ms: each is kept to within this much. */
+const SWEEP_MS = 100;
+
+/** The room a request head is first read into, grown up to {@linkcode MAX_HEAD_BYTES}. */
+const FIRST_READ_BYTES = 512;
+
 /** The reasons {@linkcode MetricsServerOptions.onReject} reports, besides accept errors' codes. */
 export const REJECT_REASONS = ["full", "timeout", "bad_request"] as const;
 
@@ -102,7 +108,8 @@ interface Client {
   conn: Deno.Conn;
   /** Whether its request's head has arrived (it is being answered). */
   answering: boolean;
-  timer: ReturnType<typeof setTimeout> | undefined;
+  /** When it is closed if still open (ms since the epoch). */
+  deadline: number;
   closed: boolean;
 }
 
@@ -140,6 +147,8 @@ export class MetricsServer implements AsyncDisposable {
   /** Open connections, oldest first. */
   readonly #clients = new Set<Client>();
   #accepting: Promise<void>;
+  /** The sweep that closes connections past their deadline, while any is open. */
+  #sweeper: ReturnType<typeof setInterval> | undefined;
   #closed = false;
 
   private constructor(options: MetricsServerOptions) {
@@ -183,6 +192,8 @@ export class MetricsServer implements AsyncDisposable {
       this.#listener.close();
     } catch { /* already closed */ }
     for (const client of [...this.#clients]) this.#drop(client);
+    clearInterval(this.#sweeper);
+    this.#sweeper = undefined;
     await this.#accepting;
   }
 
@@ -235,30 +246,45 @@ export class MetricsServer implements AsyncDisposable {
   #drop(client: Client) {
     if (client.closed) return;
     client.closed = true;
-    clearTimeout(client.timer);
     this.#clients.delete(client);
     try {
       client.conn.close();
     } catch { /* already closed */ }
+    if (this.#clients.size === 0) {
+      clearInterval(this.#sweeper);
+      this.#sweeper = undefined;
+    }
+  }
+
+  /**
+   * Closes every connection past its deadline. One sweep for all of them,
+   * rather than a timer each: a flood of connections makes no timers.
+   */
+  #sweep() {
+    const now = Date.now();
+    for (const client of [...this.#clients]) {
+      if (client.deadline > now) continue;
+      this.#onReject("timeout");
+      this.#drop(client);
+    }
   }
 
   /** Reads one request and answers it; never throws. */
   async #serve(conn: Deno.Conn): Promise<void> {
     const started = Date.now();
-    const client: Client = { conn, answering: false, timer: undefined, closed: false };
-    const expire = () => {
-      if (client.closed) return;
-      this.#onReject("timeout");
-      this.#drop(client);
+    const client: Client = {
+      conn,
+      answering: false,
+      deadline: started + this.#headerMs,
+      closed: false,
     };
-    client.timer = setTimeout(expire, this.#headerMs);
     this.#clients.add(client);
+    this.#sweeper ??= setInterval(() => this.#sweep(), SWEEP_MS);
     try {
       const head = await this.#readHead(conn);
       if (head === null || client.closed) return; // it went away, or a deadline passed
       client.answering = true;
-      clearTimeout(client.timer);
-      client.timer = setTimeout(expire, Math.max(0, started + this.#exchangeMs - Date.now()));
+      client.deadline = started + this.#exchangeMs;
       const answer = this.#answer(head);
       for (let at = 0; at < answer.length && !client.closed;) {
         at += await conn.write(answer.subarray(at));
@@ -294,10 +320,17 @@ export class MetricsServer implements AsyncDisposable {
 
   /** The request head as text; null if the connection ended first; "too_large" past the bound. */
   async #readHead(conn: Deno.Conn): Promise<string | null | "too_large"> {
-    const head = new Uint8Array(MAX_HEAD_BYTES);
+    // Small at first, as a scrape's head is: thousands of connections that
+    // send nothing must not each hold the largest head's room.
+    let head = new Uint8Array(FIRST_READ_BYTES);
     let length = 0;
     for (;;) {
-      if (length === head.length) return "too_large";
+      if (length === head.length) {
+        if (length === MAX_HEAD_BYTES) return "too_large";
+        const more = new Uint8Array(Math.min(MAX_HEAD_BYTES, length * 2));
+        more.set(head);
+        head = more;
+      }
       const n = await conn.read(head.subarray(length));
       if (n === null) return null;
       const from = Math.max(0, length - 3);
