@@ -160,7 +160,7 @@ function byteCount(flag: string, text: string | undefined, min: number, max: num
   const n = m ? Number(m[1]) * SUFFIXES[m[2].toLowerCase()] : NaN;
   if (!(n >= min && n <= max)) {
     throw new UsageError(
-      `${flag} needs ${min} to ${max} bytes (K/M/G suffixes allowed), got "${text}"`,
+      `${flag} needs ${min} to ${max} bytes, got "${text}" (K/M/G suffixes allowed)`,
     );
   }
   return n;

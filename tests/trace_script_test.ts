@@ -361,7 +361,7 @@ const NUMERIC_FLAGS = [
   ["--duration", "--duration needs a positive number of seconds"],
   ["--ringbuf-size", "--ringbuf-size needs a power of two from 4096 to 2G bytes"],
   ["--metrics-comms", "--metrics-comms needs an integer from 1 to 1000000"],
-  ["--syslog-queue", "--syslog-queue needs an integer from 1 to 10000000"],
+  ["--syslog-queue-bytes", "--syslog-queue-bytes needs 262144 to 1073741824 bytes"],
 ] as const;
 
 Deno.test("trace.ts rejects every bad flag and value in one line on stderr with exit 2", async () => {
