@@ -62,7 +62,9 @@ Deno.test("a request line gives its method and path, without the query", () => {
     method: "HEAD",
     path: "/metrics",
   });
-  for (const bad of ["GET /metrics\r\n\r\n", "GET metrics HTTP/1.1\r\n\r\n", "get / HTTP/1.1\n\n"]) {
+  for (
+    const bad of ["GET /metrics\r\n\r\n", "GET metrics HTTP/1.1\r\n\r\n", "get / HTTP/1.1\n\n"]
+  ) {
     assert.equal(parseRequestHead(bad), undefined, bad);
   }
 });

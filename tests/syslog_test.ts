@@ -327,7 +327,11 @@ Deno.test("a connection lost with 300,000 messages kept for resending does not t
   await waitFor("every frame read", 20_000, () => frames.length === n ? true : undefined);
   conn.close(); // the relay goes: all 300,000, written within the last second, go back in the queue
   await reading;
-  await waitFor("the sender to see the close", 5000, () => sender.queuedBytes > 0 ? true : undefined);
+  await waitFor(
+    "the sender to see the close",
+    5000,
+    () => sender.queuedBytes > 0 ? true : undefined,
+  );
   await sender.close(0);
   listener.close();
   assert.deepEqual([sender.sent, sender.dropped], [n, 0], "resends are not counted as drops");
