@@ -149,6 +149,8 @@ export { PerfBuffer, type PerfBufferOptions, type PerfRecordHandler } from "./li
 export { ensureTracefs, findTracefs, TRACEFS, TracePipe } from "./lib/tracefs.ts";
 export { monotonicToEpochMs } from "./lib/clock.ts";
 export {
+  ARGV_MODES,
+  type ArgvMode,
   ATTACH_METHODS,
   type AttachMethod,
   DEFAULT_RING_SIZE,
