@@ -127,22 +127,26 @@ export function syslogPrefix(h: SyslogHeader): string {
 const encoder = new TextEncoder();
 const utf8 = new TextDecoder();
 
-/** One message: the prefix's bytes, then `msg`'s. */
-export function syslogMessage(h: SyslogHeader, msg: Uint8Array): Uint8Array<ArrayBuffer> {
-  const prefix = encoder.encode(syslogPrefix(h));
-  const out = new Uint8Array(prefix.length + msg.length);
-  out.set(prefix);
-  out.set(msg, prefix.length);
+/** `parts` joined in one new array. */
+function join(parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
   return out;
 }
 
-/** RFC 6587 octet counting: `LEN SP MSG`, LEN the byte length of MSG. */
-export function octetFrame(msg: Uint8Array): Uint8Array<ArrayBuffer> {
-  const len = encoder.encode(`${msg.length} `);
-  const out = new Uint8Array(len.length + msg.length);
-  out.set(len);
-  out.set(msg, len.length);
-  return out;
+/** The bytes of `LEN SP` that RFC 6587 octet counting puts before a message of `n` bytes. */
+const octetCount = (n: number) => encoder.encode(`${n} `);
+
+/**
+ * RFC 6587 octet counting: `LEN SP MSG`, MSG the parts joined and LEN its
+ * byte length, in one allocation.
+ */
+export function octetFrame(...msg: Uint8Array[]): Uint8Array<ArrayBuffer> {
+  return join([octetCount(msg.reduce((n, p) => n + p.length, 0)), ...msg]);
 }
 
 /** Splits JSON lines (bytes) at newlines; the last part, if not ended, is returned as rest. */
@@ -539,9 +543,9 @@ export class SyslogSender implements AsyncDisposable {
   }
 
   /** One message, at most `maxMessage` bytes: a longer MSG is shortened by {@linkcode fitJson}. */
-  #message(msgId: string, severity: number, msg: Uint8Array): Uint8Array<ArrayBuffer> {
+  #message(msgId: string, severity: number, msg: Uint8Array): [Uint8Array, Uint8Array] {
     this.#sequence = this.#sequence >= 2 ** 31 - 1 ? 1 : this.#sequence + 1;
-    const header: SyslogHeader = {
+    const prefix = encoder.encode(syslogPrefix({
       structuredData: metaSequence(this.#sequence),
       severity,
       timestamp: new Date().toISOString(),
@@ -549,13 +553,12 @@ export class SyslogSender implements AsyncDisposable {
       appName: this.#appName,
       procId: this.#procId,
       msgId,
-    };
-    const room = this.#maxMessage - encoder.encode(syslogPrefix(header)).length;
-    if (msg.length <= room) return syslogMessage(header, msg);
-    return syslogMessage(header, encoder.encode(fitJson(utf8.decode(msg), room)));
+    }));
+    const room = this.#maxMessage - prefix.length;
+    return [prefix, msg.length <= room ? msg : encoder.encode(fitJson(utf8.decode(msg), room))];
   }
 
-  #lostRecord(): Uint8Array<ArrayBuffer> {
+  #lostRecord(): [Uint8Array, Uint8Array] {
     const json = JSON.stringify({ type: "lost", data: { count: this.#untold, output: "syslog" } });
     return this.#message("lost", SEVERITY.warning, encoder.encode(json));
   }
@@ -584,16 +587,18 @@ export class SyslogSender implements AsyncDisposable {
     const event = msgId === "event";
     if (this.#closing) return this.#drop(event ? 1 : 0);
     const message = this.#message(msgId, severity, msg);
-    if (this.target.transport !== "tcp") return this.#sendDatagram(message, event);
-    const q = { frame: octetFrame(message), event, written: 0 };
-    const cost = q.frame.length + QUEUED_OVERHEAD_BYTES;
+    if (this.target.transport !== "tcp") return this.#sendDatagram(join(message), event);
+    // The frame is made only once it is known to fit: a full queue drops
+    // without allocating, so a relay that is down costs no garbage.
+    const bytes = message[0].length + message[1].length;
+    const cost = octetCount(bytes).length + bytes + QUEUED_OVERHEAD_BYTES;
     // Copies kept for resending give way first; then the new message is dropped.
     while (this.#held + cost > this.#queueBytes && this.#recent.length > 0) {
       this.#release(this.#recent.shift()!);
     }
     if (this.#held + cost > this.#queueBytes) return this.#drop(event ? 1 : 0);
     this.#held += cost;
-    this.#queue.push(q);
+    this.#queue.push({ frame: octetFrame(...message), event, written: 0 });
     this.#kick();
   }
 
@@ -614,7 +619,7 @@ export class SyslogSender implements AsyncDisposable {
     }
     if (this.#untold > 0) {
       const told = this.#untold;
-      if (this.#dgram.send(this.#lostRecord()) === 0) this.#untold -= told;
+      if (this.#dgram.send(join(this.#lostRecord())) === 0) this.#untold -= told;
     }
     const error = this.#dgram.send(message);
     if (error === 0) {
@@ -710,7 +715,8 @@ export class SyslogSender implements AsyncDisposable {
         items.push(q);
         size += q.frame.length;
       }
-      const batch = concat(told > 0 ? octetFrame(this.#lostRecord()) : undefined, items);
+      const frames = items.map((q) => q.frame);
+      const batch = join(told > 0 ? [octetFrame(...this.#lostRecord()), ...frames] : frames);
       try {
         for (let at = 0; at < batch.length;) at += await this.#conn.write(batch.subarray(at));
         this.#untold -= told;
@@ -776,17 +782,6 @@ interface Queued {
 const BATCH_BYTES = 256 * 1024;
 
 /** `first`, then the frames of `items`, one after the other. */
-function concat(first: Uint8Array | undefined, items: Queued[]): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(items.reduce((n, q) => n + q.frame.length, first?.length ?? 0));
-  if (first) out.set(first);
-  let at = first?.length ?? 0;
-  for (const q of items) {
-    out.set(q.frame, at);
-    at += q.frame.length;
-  }
-  return out;
-}
-
 /**
  * A first-in first-out list of frames: taking from the front moves an index
  * instead of copying, and nothing is ever spread into a call's arguments.
