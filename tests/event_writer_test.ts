@@ -154,6 +154,18 @@ const CASES: [string, Uint8Array][] = [
     }),
   ],
   ["no argv", record({ path: encoder.encode("/tmp/x"), argv: new Uint8Array(0) })],
+  [
+    "every C0 control, a quote and a backslash, in each string field",
+    (() => {
+      const odd = [...Array.from({ length: 31 }, (_, i) => i + 1), 0x22, 0x5c];
+      return record({
+        comm: new Uint8Array(odd.slice(0, 15)),
+        filename: new Uint8Array(odd),
+        path: new Uint8Array([0x2f, ...Array.from({ length: 100 }, () => odd).flat()]),
+        argv: new Uint8Array([...odd, 0, ...odd, 0]),
+      });
+    })(),
+  ],
   ["the first process again", record({ path: encoder.encode("/tmp/z") })],
   ["empty filename", record({ filename: new Uint8Array(0) })],
   ["latency rounding", record({ latency: 12_350 })],

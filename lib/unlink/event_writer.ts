@@ -30,6 +30,37 @@ import {
 
 const encoder = new TextEncoder();
 const bytesOf = (s: string) => encoder.encode(s);
+
+const HEX = bytesOf("0123456789abcdef");
+/** JSON.stringify's short escapes: \b \t \n \f \r, `"` and `\`. */
+const SHORT_ESCAPES: Record<number, number> = {
+  0x08: 0x62,
+  0x09: 0x74,
+  0x0a: 0x6e,
+  0x0c: 0x66,
+  0x0d: 0x72,
+  0x22: 0x22,
+  0x5c: 0x5c,
+};
+
+/**
+ * Writes ASCII byte `b` (a C0 control, `"` or `\`) at `pos` escaped as
+ * JSON.stringify escapes it, and returns the position after it.
+ */
+function jsonEscape(buf: Uint8Array, pos: number, b: number): number {
+  buf[pos++] = 0x5c;
+  const short = SHORT_ESCAPES[b];
+  if (short !== undefined) {
+    buf[pos++] = short;
+    return pos;
+  }
+  buf[pos++] = 0x75; // u00XX
+  buf[pos++] = 0x30;
+  buf[pos++] = 0x30;
+  buf[pos++] = HEX[b >> 4];
+  buf[pos++] = HEX[b & 15];
+  return pos;
+}
 const F = unlinkEvent.fields;
 const [COMM, COMM_LEN] = [F.comm[1], 16];
 const [FILENAME, FILENAME_LEN] = [F.filename[1], 256];
@@ -175,9 +206,10 @@ export class EventWriter {
 
   /** Appends one line of text (a newline is added). */
   line(text: string): void {
-    const encoded = bytesOf(text + "\n");
-    this.#reserve(encoded.length);
-    this.#put(encoded);
+    // Encoded in place: a long line makes no array of its own to collect.
+    this.#reserve(text.length * 3 + 1); // the most UTF-8 a UTF-16 unit takes
+    this.#pos += encoder.encodeInto(text, this.#buf.subarray(this.#pos)).written;
+    this.#buf[this.#pos++] = 0x0a;
   }
 
   /** Writes everything buffered and empties the buffer. */
@@ -226,17 +258,19 @@ export class EventWriter {
    * to escape (for JSON, no `"` or `\`); returns false, writing nothing, if not.
    */
   #plain(bytes: Uint8Array, at: number, max: number, json: boolean): boolean {
+    if (json) this.#reserve(max * 6);
     const buf = this.#buf;
     const start = this.#pos;
     let pos = start;
     for (let i = at, end = at + max; i < end; i++) {
       const b = bytes[i];
       if (b === 0) break;
-      if (b < 0x20 || b > 0x7e || (json && (b === 0x22 || b === 0x5c))) {
+      if (b > 0x7e || (b < 0x20 && !json)) {
         this.#pos = start;
         return false;
       }
-      buf[pos++] = b;
+      if (json && (b < 0x20 || b === 0x22 || b === 0x5c)) pos = jsonEscape(buf, pos, b);
+      else buf[pos++] = b;
     }
     this.#pos = pos;
     return true;
@@ -398,6 +432,7 @@ export class EventWriter {
   #argv(bytes: Uint8Array, at: number, len: number): boolean {
     if (len === 0) return true;
     const end = bytes[at + len - 1] === 0 ? at + len - 1 : at + len;
+    this.#reserve(len * 6 + 2);
     const buf = this.#buf;
     const start = this.#pos;
     let pos = start;
@@ -410,11 +445,12 @@ export class EventWriter {
         buf[pos++] = 0x22;
         continue;
       }
-      if (b < 0x20 || b > 0x7e || b === 0x22 || b === 0x5c) {
+      if (b > 0x7e) {
         this.#pos = start;
         return false;
       }
-      buf[pos++] = b;
+      if (b < 0x20 || b === 0x22 || b === 0x5c) pos = jsonEscape(buf, pos, b);
+      else buf[pos++] = b;
     }
     buf[pos++] = 0x22;
     this.#pos = pos;
