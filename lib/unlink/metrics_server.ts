@@ -117,6 +117,13 @@ const encoder = new TextEncoder();
 const latin1 = new TextDecoder("latin1");
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Closes `conn`, which may be closed already. */
+function closeQuietly(conn: Deno.Conn) {
+  try {
+    conn.close();
+  } catch { /* already closed */ }
+}
+
 /**
  * A bounded HTTP/1.1 server of one text resource.
  *
@@ -220,15 +227,15 @@ export class MetricsServer implements AsyncDisposable {
       }
       pause = 0;
       if (this.#closed) {
-        conn.close();
+        closeQuietly(conn);
         return;
       }
       if (this.#clients.size >= this.#max && !this.#evictWaiting()) {
         this.#onReject("full");
-        conn.close();
+        closeQuietly(conn);
         continue;
       }
-      this.#serve(conn);
+      this.#serve(conn); // never rejects: nothing here can end the process
     }
   }
 
@@ -247,9 +254,7 @@ export class MetricsServer implements AsyncDisposable {
     if (client.closed) return;
     client.closed = true;
     this.#clients.delete(client);
-    try {
-      client.conn.close();
-    } catch { /* already closed */ }
+    closeQuietly(client.conn);
     if (this.#clients.size === 0) {
       clearInterval(this.#sweeper);
       this.#sweeper = undefined;
@@ -278,9 +283,9 @@ export class MetricsServer implements AsyncDisposable {
       deadline: started + this.#headerMs,
       closed: false,
     };
-    this.#clients.add(client);
-    this.#sweeper ??= setInterval(() => this.#sweep(), SWEEP_MS);
     try {
+      this.#clients.add(client);
+      this.#sweeper ??= setInterval(() => this.#sweep(), SWEEP_MS);
       const head = await this.#readHead(conn);
       if (head === null || client.closed) return; // it went away, or a deadline passed
       client.answering = true;
