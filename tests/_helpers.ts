@@ -142,6 +142,11 @@ export async function readUntil(
   return text;
 }
 
+/** The resident memory (VmRSS) of process `pid`, in KiB. */
+export function rssKiB(pid: number | "self" = "self"): number {
+  return Number(/^VmRSS:\s+(\d+) kB$/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`))![1]);
+}
+
 /** A fresh temp dir holding the named empty files (and dirs, names ending in /). */
 export function scratch(names: string[]): string {
   const dir = Deno.makeTempDirSync({ prefix: "dbpf_test_" });

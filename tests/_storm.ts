@@ -8,7 +8,7 @@
  */
 
 import { compile } from "../bench/_peers.ts";
-import { ROOT } from "./_helpers.ts";
+import { ROOT, rssKiB } from "./_helpers.ts";
 
 /** The comm of the tests' storms: not the bench's, so a bench run nearby cannot add events. */
 export const SOAK_COMM = "dbpf_soak";
@@ -109,10 +109,7 @@ export async function startConsumer(args: string[], v8Flags: string[] = []): Pro
       asking = asked.catch(() => {});
       return asked;
     },
-    rssKiB() {
-      const status = Deno.readTextFileSync(`/proc/${child.pid}/status`);
-      return Number(/^VmRSS:\s*(\d+) kB/m.exec(status)?.[1]);
-    },
+    rssKiB: () => rssKiB(child.pid),
     async stop() {
       child.kill("SIGINT");
       const [, events, lost] = await next(/^(\d+) events, (\d+) lost$/m);

@@ -20,6 +20,7 @@ import {
   fdCount,
   kernelTest,
   ROOT,
+  rssKiB,
   scratch,
   spawnUnlinker,
   TEST_MODE,
@@ -166,11 +167,6 @@ try {
     assert.match(result.message, /ring buffer/);
   },
 );
-
-/** This process's resident set in KiB. */
-function rssKiB(): number {
-  return Number(/^VmRSS:\s+(\d+)/m.exec(Deno.readTextFileSync("/proc/self/status"))![1]);
-}
 
 kernelTest(
   "loading and closing an object leaves the process heap alone; releaseFreedMemory trims it",

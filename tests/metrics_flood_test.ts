@@ -7,18 +7,15 @@
  */
 
 import assert from "node:assert/strict";
-import { kernelTest, scratch, spawnUnlinker } from "./_helpers.ts";
+import { kernelTest, rssKiB, scratch, spawnUnlinker } from "./_helpers.ts";
 import { PERMS } from "./_trace.ts";
 import { startService, waitFor } from "./_servers.ts";
 
 const METRICS_PERMS = [...PERMS, "--allow-net=127.0.0.1"];
 const MiB = 1024 * 1024;
 
-/** A process's resident memory now, in bytes (VmRSS). */
-function rss(pid: number): number {
-  const kb = /^VmRSS:\s+(\d+) kB$/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`))![1];
-  return Number(kb) * 1024;
-}
+/** A process's resident memory now, in bytes. */
+const rss = (pid: number) => rssKiB(pid) * 1024;
 
 /** The value of one sample line of an exposition, or undefined. */
 function sample(exposition: string, series: string): number | undefined {
