@@ -8,6 +8,8 @@ import assert from "node:assert/strict";
 import { kernelTest, scratch, spawnUnlinker } from "./_helpers.ts";
 import { buildStorm } from "./_storm.ts";
 import { PERMS, runScript } from "./_trace.ts";
+import { HOSTILE_END, HOSTILE_PATH_BYTES, spawnHostile } from "./_hostile.ts";
+import { DEFAULT_SYSLOG_MAX_MESSAGE } from "../lib/unlink/syslog.ts";
 import { type Rsyslog, startRsyslog, startService, waitFor } from "./_servers.ts";
 
 /** The events of tracer `pid` that rsyslog wrote, each once (repeats share a sequenceId). */
@@ -87,6 +89,55 @@ for (const transport of ["udp", "tcp", "unix"] as const) {
           assert.match(l.json.data.time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
           assert.ok(l.json.data.latency_ns > 0);
         }
+      } finally {
+        await server.close();
+        Deno.removeSync(dir, { recursive: true });
+      }
+    },
+  );
+}
+
+for (const transport of ["udp", "tcp", "unix"] as const) {
+  kernelTest(
+    `over ${transport}, an event with a 4,095-byte path reaches rsyslog as one valid JSON message, cut and marked, the path keeping its end`,
+    async () => {
+      const server = await startRsyslog();
+      const dir = Deno.makeTempDirSync({ prefix: "dbpf_long_" });
+      try {
+        const url = transport === "unix"
+          ? `unix://${server.socket}`
+          : `${transport}://127.0.0.1:${transport === "udp" ? server.udpPort : server.tcpPort}`;
+        const perms = transport === "tcp"
+          ? [...PERMS, `--allow-net=127.0.0.1:${server.tcpPort}`]
+          : PERMS;
+        // Control bytes, six bytes of JSON each: the event is about 25 KB as a JSON line.
+        const hostile = await spawnHostile("controls", dir, 1, 100);
+        assert.equal(hostile.pathBytes, HOSTILE_PATH_BYTES);
+        const service = await startService(perms, [
+          ...["--quiet", "-p", String(hostile.pid), "--path", dir, "--syslog", url],
+        ]);
+        assert.equal(await hostile.go(), 1);
+        // lines() parses every message's JSON: a cut one would throw here.
+        const [got] = await waitFor(
+          "the event in rsyslog's file",
+          10_000,
+          () => {
+            const events = eventsOf(server, service.pid);
+            return events.length > 0 ? events : undefined;
+          },
+        );
+        const { code, stderr } = await service.stop();
+        assert.equal(code, 0, stderr);
+        assert.match(stderr, /^1 events, 0 lost, 0 not sent to syslog$/m);
+        assert.equal(eventsOf(server, service.pid).length, 1, "one message, not pieces");
+        const { data } = got.json;
+        assert.deepEqual(data.syslog_truncated, ["path"]);
+        assert.ok(data.path.startsWith("\u2026\x01"), "a cut path starts with the mark");
+        assert.ok(data.path.endsWith(`\x01${HOSTILE_END}`), "and keeps the file's name");
+        assert.equal(data.comm, "dbpf_hostile");
+        assert.equal(data.pid, hostile.pid);
+        const msgBytes = new TextEncoder().encode(JSON.stringify(got.json)).length;
+        assert.ok(msgBytes < DEFAULT_SYSLOG_MAX_MESSAGE, `${msgBytes} bytes of MSG`);
       } finally {
         await server.close();
         Deno.removeSync(dir, { recursive: true });
