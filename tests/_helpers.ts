@@ -142,6 +142,36 @@ export async function readUntil(
   return text;
 }
 
+let forOthers: string | undefined;
+
+/**
+ * A copy of the checkout that any user can read, with a trailing slash, for
+ * tests that run a script as nobody: a clone under /root (0700) is not
+ * readable by others, and one under /tmp is. Always a copy, so the tests
+ * behave the same from either. Made once per test file (with tar, .git
+ * left out) and removed when the process ends.
+ */
+export function checkoutForOthers(): string {
+  if (forOthers) return forOthers;
+  const dir = Deno.makeTempDirSync({ prefix: "dbpf_checkout_" });
+  Deno.chmodSync(dir, 0o755);
+  const copy = new Deno.Command("sh", {
+    args: [
+      "-c",
+      'tar -C "$1" --exclude=./.git --exclude=./.cache -cf - . | tar -C "$2" -xf - && chmod -R a+rX "$2"',
+      "sh",
+      root,
+      dir,
+    ],
+  }).outputSync();
+  if (!copy.success) {
+    throw new Error(`copying the checkout: ${new TextDecoder().decode(copy.stderr)}`);
+  }
+  globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
+  forOthers = `${dir}/`;
+  return forOthers;
+}
+
 /** The resident memory (VmRSS) of process `pid`, in KiB. */
 export function rssKiB(pid: number | "self" = "self"): number {
   return Number(/^VmRSS:\s+(\d+) kB$/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`))![1]);

@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { kernelTest, ROOT, scratch } from "./_helpers.ts";
+import { checkoutForOthers, kernelTest, ROOT, scratch } from "./_helpers.ts";
 
 const EXAMPLES = ["opensnoop", "opencount", "execsnoop", "readline"] as const;
 /** The permissions every example documents, and no more. */
@@ -300,7 +300,7 @@ kernelTest(
             Deno.execPath(),
             "run",
             ...PERMISSIONS,
-            `${ROOT}examples/${name}.ts`,
+            `${checkoutForOthers()}examples/${name}.ts`,
           ],
           stdout: "piped",
           stderr: "piped",

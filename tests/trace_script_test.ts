@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { parseTraceArgs, UsageError } from "../scripts/trace.ts";
 import {
+  checkoutForOthers,
   devOf,
   EXPECTED_METHOD,
   kernelTest,
@@ -297,9 +298,13 @@ kernelTest(
 );
 
 /** Runs trace.ts (no flags) behind `wrapper`, a command that execs the arguments after it. */
-async function runWrapped(wrapper: string[], env: Record<string, string> = {}) {
+async function runWrapped(
+  wrapper: string[],
+  env: Record<string, string> = {},
+  script = SCRIPT,
+) {
   const out = await new Deno.Command(wrapper[0], {
-    args: [...wrapper.slice(1), Deno.execPath(), "run", ...PERMS, SCRIPT],
+    args: [...wrapper.slice(1), Deno.execPath(), "run", ...PERMS, script],
     env: { NO_COLOR: "1", ...env },
     stdout: "piped",
     stderr: "piped",
@@ -314,6 +319,7 @@ kernelTest("trace.ts run without privileges says it needs root, in one line, exi
   const run = await runWrapped(
     ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"],
     { DENO_DIR: Deno.makeTempDirSync(), HOME: "/tmp" },
+    `${checkoutForOthers()}scripts/trace.ts`, // nobody may not read a clone under /root
   );
   assert.equal(run.code, 1, run.stderr);
   assert.equal(
