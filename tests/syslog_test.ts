@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import {
-  cutString,
+  cutJsonString,
   fitJson,
   headerField,
   jsonStringBytes,
@@ -21,6 +21,7 @@ import {
   syslogUrl,
 } from "../lib/unlink/syslog.ts";
 import { parseIpv4, parseIpv6, sockaddr } from "../lib/_socket.ts";
+import { escapeJson } from "../lib/unlink/format.ts";
 import { freePort, waitFor } from "./_servers.ts";
 
 const text = new TextEncoder();
@@ -246,10 +247,16 @@ Deno.test("fitJson cuts the longest strings to one length that fits, a path keep
   }
 });
 
-Deno.test("fitJson never splits a character, and escapes lone surrogates as JSON does", () => {
-  assert.equal(cutString("ééé", 2 + 3 + 4, false), "éé\u2026");
-  assert.equal(cutString("ééé", 2 + 3 + 5, true), "\u2026éé");
-  assert.equal(cutString("\ud83d\ude00\ud83d\ude00", 2 + 3 + 5, false), "\ud83d\ude00\u2026");
+Deno.test("fitJson never splits a character or an escape, and escapes lone surrogates as JSON does", () => {
+  assert.equal(cutJsonString('"ééé"', 2 + 6, false), '"ééé"', "a token that fits stays whole");
+  assert.equal(cutJsonString('"éééé"', 2 + 3 + 4, false), '"éé\u2026"');
+  assert.equal(cutJsonString('"éééé"', 2 + 3 + 4, true), '"\u2026éé"');
+  assert.equal(
+    cutJsonString('"\ud83d\ude00\ud83d\ude00\ud83d\ude00"', 2 + 3 + 5, false),
+    '"\ud83d\ude00\u2026"',
+  );
+  assert.equal(cutJsonString(JSON.stringify("a\x01\x01"), 2 + 3 + 7, false), '"a\\u0001\u2026"');
+  assert.equal(cutJsonString(JSON.stringify("\x01\nb"), 2 + 3 + 4, true), '"\u2026\\nb"');
   for (const s of ['a"b\\c\n\x01é\ud83d\ude00\ud800', "plain"]) {
     assert.equal(jsonStringBytes(s), text.encode(JSON.stringify(s)).length, JSON.stringify(s));
   }
@@ -264,6 +271,23 @@ Deno.test("fitJson turns what is not a {type, data} object into a marked stub", 
     fitJson(JSON.stringify({ type: "attach", data: "y".repeat(5000) }), 2048),
     '{"type":"attach","data":{"syslog_truncated":["data"]}}',
   );
+});
+
+Deno.test("fitJson writes C1 controls and bidi overrides as \\u escapes, as the JSON output does, within the cap", () => {
+  const unsafe = "\u009b\u0085\u202e\u2066\u200f\u2028\x7f";
+  const line = escapeJson(
+    JSON.stringify({ type: "event", data: { comm: unsafe, path: `/${unsafe.repeat(900)}/x` } }),
+  );
+  for (const max of [4096, 2048]) {
+    const out = fitJson(line, max);
+    assert.doesNotMatch(out, /[\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]/, "nothing raw");
+    const bytes = text.encode(out).length;
+    assert.ok(bytes <= max && bytes > max - 3 * 6, `${bytes} bytes for a cap of ${max}`);
+    const { data } = JSON.parse(out);
+    assert.equal(data.comm, unsafe);
+    assert.ok(data.path.endsWith(`${unsafe}/x`));
+    assert.deepEqual(data.syslog_truncated, ["path"]);
+  }
 });
 
 Deno.test("over TCP the queue is bounded in bytes: what does not fit is dropped and counted", async () => {

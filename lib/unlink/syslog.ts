@@ -55,6 +55,7 @@
 import { c } from "../_ffi.ts";
 import { type DatagramAddress, DatagramSocket } from "../_socket.ts";
 import { errnoName } from "../errno.ts";
+import { escapeJson } from "./format.ts";
 
 /** Where to send: parsed from `udp://`, `tcp://` or `unix://` URLs. */
 export type SyslogTarget =
@@ -196,50 +197,228 @@ export const DROPPED_FIRST: readonly string[] = ["argv_b64", "filename_b64", "pa
 /** What a cut string holds where its cut part was: U+2026. */
 export const CUT_MARK = "\u2026";
 
-/** The bytes `c` takes inside a JSON string, as `JSON.stringify` writes it, in UTF-8. */
+/**
+ * Whether JSON output escapes code unit `c` beyond what JSON.stringify does:
+ * DEL, C1 controls, bidi marks and overrides, U+2028 and U+2029 (as
+ * {@linkcode escapeJson} does for every JSON line).
+ */
+function escapedToo(c: number): boolean {
+  return (c >= 0x7f && c <= 0x9f) || c === 0x61c || c === 0x200e || c === 0x200f ||
+    (c >= 0x2028 && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069);
+}
+
+/** The bytes code unit `c` takes inside a JSON string as the outputs write it, in UTF-8. */
 function jsonCost(c: number): number {
   if (c === 0x22 || c === 0x5c) return 2;
   if (c < 0x20) return c === 8 || c === 9 || c === 10 || c === 12 || c === 13 ? 2 : 6;
-  if (c < 0x80) return 1;
+  if (c < 0x7f) return 1;
+  if (escapedToo(c)) return 6;
   if (c < 0x800) return 2;
   if (c >= 0xd800 && c <= 0xdfff) return 6; // a lone surrogate: escaped
-  return c < 0x10000 ? 3 : 4;
+  return 3;
 }
 
-/** The bytes of `JSON.stringify(s)` in UTF-8, quotes included. */
+/**
+ * The length of the character at `i` of `s` in code units (2 for a
+ * surrogate pair), and its JSON bytes, packed as `bytes * 4 + units`.
+ */
+function charAt(s: string, i: number): number {
+  const c = s.charCodeAt(i);
+  if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+    const d = s.charCodeAt(i + 1);
+    if (d >= 0xdc00 && d <= 0xdfff) return 4 * 4 + 2;
+  }
+  return jsonCost(c) * 4 + 1;
+}
+
+/** The same, for the character that ends just before `i`. */
+function charBefore(s: string, i: number): number {
+  const d = s.charCodeAt(i - 1);
+  if (d >= 0xdc00 && d <= 0xdfff && i >= 2) {
+    const c = s.charCodeAt(i - 2);
+    if (c >= 0xd800 && c <= 0xdbff) return 4 * 4 + 2;
+  }
+  return jsonCost(d) * 4 + 1;
+}
+
+/** The bytes of `s` written as a JSON string by the outputs, in UTF-8, quotes included. */
 export function jsonStringBytes(s: string): number {
   let n = 2;
-  for (const ch of s) n += jsonCost(ch.codePointAt(0)!);
+  for (let i = 0; i < s.length;) {
+    const ch = charAt(s, i);
+    n += ch >> 2;
+    i += ch & 3;
+  }
+  return n;
+}
+
+/** A code unit outside ASCII less DEL, the only kind that takes more or less than one byte. */
+const WIDE = /[^\x00-\x7e]/g;
+
+/** The UTF-8 bytes of JSON text `json` (its strings as the outputs write them). */
+function jsonTextBytes(json: string): number {
+  // Every character outside strings is ASCII; inside, a JSON.stringify
+  // output holds no raw C0 control, quote or backslash: escapes are ASCII.
+  // So only the wide code units change the count, and a regular expression
+  // finds them faster than a loop over every unit.
+  let n = json.length;
+  WIDE.lastIndex = 0;
+  for (let m = WIDE.exec(json); m; m = WIDE.exec(json)) {
+    const ch = charAt(json, m.index);
+    n += (ch >> 2) - (ch & 3);
+    WIDE.lastIndex = m.index + (ch & 3);
+  }
   return n;
 }
 
 const MARK_BYTES = jsonStringBytes(CUT_MARK) - 2;
 
 /**
- * `s` cut so that its JSON string (quotes included) takes at most `bytes`,
- * with {@linkcode CUT_MARK} where the cut part was: its end kept (`keepEnd`,
- * for a path, whose end names the file) or its start. Never splits a
- * character.
+ * The bytes of the unit of JSON string text at `i` (an escape, a surrogate
+ * pair or one code unit) as the outputs write it, and its length in code
+ * units, packed as `bytes * 8 + units`.
  */
-export function cutString(s: string, bytes: number, keepEnd: boolean): string {
-  const chars = Array.from(s);
-  let budget = bytes - 2 - MARK_BYTES;
-  let kept = 0;
-  for (; kept < chars.length; kept++) {
-    const ch = chars[keepEnd ? chars.length - 1 - kept : kept];
-    budget -= jsonCost(ch.codePointAt(0)!);
-    if (budget < 0) break;
-  }
-  if (kept === chars.length) return s;
-  return keepEnd
-    ? CUT_MARK + chars.slice(chars.length - kept).join("")
-    : chars.slice(0, kept).join("") + CUT_MARK;
+function unitAt(text: string, i: number): number {
+  if (text.charCodeAt(i) === 0x5c) return text.charCodeAt(i + 1) === 0x75 ? 6 * 8 + 6 : 2 * 8 + 2;
+  const ch = charAt(text, i);
+  return (ch >> 2) * 8 + (ch & 3);
 }
 
-type Json = Record<string, unknown>;
-const isRecord = (v: unknown): v is Json =>
-  typeof v === "object" && v !== null && !Array.isArray(v);
-const utf8Bytes = (s: string) => encoder.encode(s).length;
+/**
+ * A JSON string token (quotes included, as JSON text writes it) cut so that
+ * it takes at most `bytes` of UTF-8, with {@linkcode CUT_MARK} where the cut
+ * part was: its end kept (`keepEnd`, for a path, whose end names the file)
+ * or its start. Never splits a character or an escape.
+ */
+export function cutJsonString(token: string, bytes: number, keepEnd: boolean): string {
+  const end = token.length - 1;
+  let budget = bytes - 2 - MARK_BYTES;
+  if (jsonTextBytes(token) <= bytes) return token;
+  if (!keepEnd) {
+    for (let i = 1; i < end;) {
+      const u = unitAt(token, i);
+      if ((budget -= u >> 3) < 0) return `${token.slice(0, i)}${CUT_MARK}"`;
+      i += u & 7;
+    }
+    return token;
+  }
+  // Skip from the start until what is left fits.
+  let left = jsonTextBytes(token) - 2;
+  let i = 1;
+  while (i < end && left > budget) {
+    const u = unitAt(token, i);
+    left -= u >> 3;
+    i += u & 7;
+  }
+  return `"${CUT_MARK}${token.slice(i)}`;
+}
+
+/** The index just past the JSON string token that starts at `i`, or -1. */
+function stringEnd(text: string, i: number): number {
+  for (let j = text.indexOf('"', i + 1); j >= 0; j = text.indexOf('"', j + 1)) {
+    // A quote ends the string unless an odd run of backslashes escapes it.
+    let k = j - 1;
+    while (text.charCodeAt(k) === 0x5c) k--;
+    if ((j - 1 - k) % 2 === 0) return j + 1;
+  }
+  return -1;
+}
+
+/** The index just past the compact JSON value that starts at `i`, or -1. */
+function valueEnd(text: string, i: number): number {
+  const c = text[i];
+  if (c === '"') return stringEnd(text, i);
+  if (c === "{" || c === "[") {
+    let depth = 0;
+    for (let j = i; j < text.length; j++) {
+      const d = text[j];
+      if (d === '"') {
+        j = stringEnd(text, j) - 1;
+        if (j < 0) return -1;
+      } else if (d === "{" || d === "[") depth++;
+      else if ((d === "}" || d === "]") && --depth === 0) return j + 1;
+    }
+    return -1;
+  }
+  SCALAR.lastIndex = i;
+  const m = SCALAR.exec(text);
+  return m ? i + m[0].length : -1;
+}
+
+/** A JSON number, true, false or null, where the text is read. */
+const SCALAR =
+  /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?(?=[,}\]]|$)|(?:true|false|null)(?=[,}\]]|$)/y;
+
+/** A member of a compact JSON object: its key, and where its `"key":` and value are in the text. */
+interface Member {
+  key: string;
+  start: number;
+  value: number;
+  end: number;
+}
+
+/** The members of the compact JSON object at `open` (a `{`), and its `}`'s index; undefined if it is not one. */
+function membersOf(text: string, open: number): { members: Member[]; close: number } | undefined {
+  const members: Member[] = [];
+  let i = open + 1;
+  if (text[i] === "}") return { members, close: i };
+  for (;;) {
+    if (text[i] !== '"') return undefined;
+    const k = stringEnd(text, i);
+    if (k < 0 || text[k] !== ":") return undefined;
+    const end = valueEnd(text, k + 1);
+    if (end < 0) return undefined;
+    members.push({ key: JSON.parse(text.slice(i, k)), start: i, value: k + 1, end });
+    if (text[end] === "}") return { members, close: end };
+    if (text[end] !== ",") return undefined;
+    i = end + 1;
+  }
+}
+
+/** A string of `data` that can be cut: a field's value, or an element of a field's array of strings. */
+interface Cuttable {
+  key: string;
+  token: string;
+  cost: number;
+}
+
+/** A member of `data` as it will be written: its `"key":`, and its value in parts. */
+interface Field {
+  key: string;
+  head: string;
+  parts: (string | Cuttable)[];
+  /** The bytes of `head` and of the parts that are not cuttable. */
+  fixed: number;
+}
+
+/** `data`'s member `m` of `text` as a field, its strings (alone or in an array) cuttable. */
+function fieldOf(text: string, m: Member): Field {
+  const field = (parts: (string | Cuttable)[]): Field => {
+    const head = text.slice(m.start, m.value);
+    const fixed = parts.reduce((n, p) => typeof p === "string" ? n + jsonTextBytes(p) : n, 0);
+    return { key: m.key, head, parts, fixed: jsonTextBytes(head) + fixed };
+  };
+  const cuttable = (from: number, to: number): Cuttable => {
+    const token = text.slice(from, to);
+    return { key: m.key, token, cost: jsonTextBytes(token) };
+  };
+  if (text[m.value] === '"') return field([cuttable(m.value, m.end)]);
+  if (text[m.value] !== "[") return field([text.slice(m.value, m.end)]);
+  const parts: (string | Cuttable)[] = [];
+  let i = m.value + 1;
+  let from = m.value; // the start of the text not yet in parts
+  while (i < m.end - 1) {
+    const end = valueEnd(text, i);
+    if (end < 0) return field([text.slice(m.value, m.end)]);
+    if (text[i] === '"') {
+      parts.push(text.slice(from, i), cuttable(i, end));
+      from = end;
+    }
+    i = end + 1;
+  }
+  parts.push(text.slice(from, m.end));
+  return field(parts);
+}
 
 /**
  * A JSON line (`{"type":...,"data":{...}}`) shortened to at most `maxBytes`
@@ -251,7 +430,11 @@ const utf8Bytes = (s: string) => encoder.encode(s).length;
  * their start. `data.syslog_truncated` lists the fields dropped, then those
  * cut. A line that is no such object becomes
  * `{"type":TYPE,"data":{"syslog_truncated":["data"]}}`. A line that fits is
- * returned as it is.
+ * returned as it is. What it returns has DEL, C1 controls, bidi characters
+ * and U+2028/U+2029 escaped, as every JSON line of the outputs does.
+ *
+ * It works on the line's text, without parsing it into objects: a flood of
+ * long events makes little to collect.
  *
  * @example Shorten an event with a long path
  * ```ts
@@ -264,37 +447,62 @@ const utf8Bytes = (s: string) => encoder.encode(s).length;
  * ```
  */
 export function fitJson(line: string, maxBytes: number): string {
-  if (utf8Bytes(line) <= maxBytes) return line;
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(line);
-  } catch { /* not JSON: the fallback below */ }
-  const type = isRecord(parsed) && typeof parsed.type === "string" ? parsed.type : "unknown";
-  const fallback = JSON.stringify({
-    type: type.slice(0, 32),
+  if (jsonTextBytes(line) <= maxBytes) return line;
+  let text = line;
+  let top = text[0] === "{" ? membersOf(text, 0) : undefined;
+  if (!top || top.close !== text.length - 1) {
+    // Not compact JSON: written compact once, then read as such.
+    try {
+      text = JSON.stringify(JSON.parse(line));
+    } catch { /* not JSON */ }
+    top = text[0] === "{" ? membersOf(text, 0) : undefined;
+  }
+  const typeOf = top?.members.find((m) => m.key === "type");
+  const type = typeOf && text[typeOf.value] === '"'
+    ? JSON.parse(text.slice(typeOf.value, typeOf.end))
+    : "unknown";
+  const fallback = escapeJson(JSON.stringify({
+    type: String(type).slice(0, 32),
     data: { syslog_truncated: ["data"] },
-  });
-  if (!isRecord(parsed) || !isRecord(parsed.data)) return fallback;
-  const data = parsed.data;
+  }));
+  const dataOf = top?.members.find((m) => m.key === "data");
+  const data = dataOf && text[dataOf.value] === "{" ? membersOf(text, dataOf.value) : undefined;
+  if (!dataOf || !data) return fallback;
+  // Only this function writes syslog_truncated: one that came in goes.
+  const fields = data.members.filter((m) => m.key !== "syslog_truncated").map((m) =>
+    fieldOf(text, m)
+  );
+  const head = text.slice(0, dataOf.value + 1);
+  const tail = text.slice(data.close);
+  const fixed = jsonTextBytes(head) + jsonTextBytes(tail) + '"syslog_truncated":[]'.length;
   const cut: string[] = [];
-  delete data.syslog_truncated; // only this function writes it
-  data.syslog_truncated = cut;
-  const over = () => utf8Bytes(JSON.stringify(parsed)) - maxBytes;
+  const fieldBytes = (f: Field) =>
+    f.parts.reduce((n, p) => typeof p === "string" ? n : n + p.cost, f.fixed);
+  const listed = () =>
+    cut.reduce((n, k) => n + jsonTextBytes(JSON.stringify(k)) + 1, 0) - (cut.length > 0 ? 1 : 0);
+  const size = () => fixed + fields.reduce((n, f) => n + fieldBytes(f) + 1, 0) + listed();
   for (const key of DROPPED_FIRST) {
-    if (over() <= 0) return JSON.stringify(parsed);
-    if (key in data) {
-      delete data[key];
-      cut.push(key);
-    }
+    const at = fields.findIndex((f) => f.key === key);
+    if (at < 0) continue;
+    if (size() <= maxBytes) break;
+    fields.splice(at, 1);
+    cut.push(key);
   }
   // Cut every string longer than a level L to L, the highest L that makes it
   // fit: the long strings share the room, and each keeps some of itself.
   // Characters of several bytes can leave a cut a little short, never long.
-  for (let excess = over(); excess > 0; excess = over()) {
-    const strings = cuttable(data);
-    const shed = (level: number) => strings.reduce((n, c) => n + Math.max(0, c.cost - level), 0);
+  for (let excess = size() - maxBytes; excess > 0; excess = size() - maxBytes) {
+    const strings = fields.flatMap((f) =>
+      f.parts.filter((p): p is Cuttable => typeof p !== "string")
+    );
+    // The names of fields cut for the first time lengthen syslog_truncated.
+    const named = (level: number) =>
+      [...new Set(strings.filter((c) => c.cost > level && !cut.includes(c.key)).map((c) => c.key))]
+        .reduce((n, key) => n + jsonTextBytes(JSON.stringify(key)) + 1, 0);
+    const shed = (level: number) =>
+      strings.reduce((n, c) => n + Math.max(0, c.cost - level), 0) - named(level);
     const least = MARK_BYTES + 2;
-    if (shed(least) < excess) return utf8Bytes(fallback) <= maxBytes ? fallback : "{}";
+    if (shed(least) < excess) return jsonTextBytes(fallback) <= maxBytes ? fallback : "{}";
     let [low, high] = [least, Math.max(least, ...strings.map((c) => c.cost))];
     while (low < high) {
       const mid = Math.ceil((low + high) / 2);
@@ -303,36 +511,16 @@ export function fitJson(line: string, maxBytes: number): string {
     }
     for (const c of strings) {
       if (c.cost <= low) continue;
-      c.set(cutString(c.s, low, c.key === "path"));
+      c.token = cutJsonString(c.token, low, c.key === "path");
+      c.cost = jsonTextBytes(c.token);
       if (!cut.includes(c.key)) cut.push(c.key);
     }
   }
-  return JSON.stringify(parsed);
-}
-
-/** A string of `data` that can still be cut: a field's value, or an element of a field's array. */
-interface Cuttable {
-  key: string;
-  s: string;
-  cost: number;
-  set(s: string): void;
-}
-
-/** The strings of `data` that can still be cut, with their JSON bytes, in field order. */
-function cuttable(data: Json): Cuttable[] {
-  const out: Cuttable[] = [];
-  const consider = (key: string, s: string, set: (s: string) => void) => {
-    const cost = jsonStringBytes(s);
-    if (cost > MARK_BYTES + 2) out.push({ key, s, cost, set });
-  };
-  for (const [key, value] of Object.entries(data)) {
-    if (key === "syslog_truncated") continue;
-    if (typeof value === "string") consider(key, value, (s) => data[key] = s);
-    else if (Array.isArray(value)) {
-      value.forEach((v, i) => typeof v === "string" && consider(key, v, (s) => value[i] = s));
-    }
-  }
-  return out;
+  const body = fields.map((f) =>
+    f.head + f.parts.map((p) => typeof p === "string" ? p : p.token).join("")
+  );
+  body.push(`"syslog_truncated":${JSON.stringify(cut)}`);
+  return escapeJson(head + body.join(",") + tail);
 }
 
 /** Options for {@linkcode SyslogSender.open}. */
@@ -403,6 +591,8 @@ export class SyslogSender implements AsyncDisposable {
   readonly target: SyslogTarget;
   readonly #queueBytes: number;
   readonly #maxMessage: number;
+  /** Where {@linkcode #message} writes: a prefix (at most ~600 bytes) and a MSG that fits. */
+  readonly #scratch: Uint8Array;
   readonly #appName: string;
   readonly #hostname = hostName();
   readonly #procId = String(Deno.pid);
@@ -444,6 +634,7 @@ export class SyslogSender implements AsyncDisposable {
         `maxMessage must be an integer from ${MIN_SYSLOG_MAX_MESSAGE} to ${MAX_SYSLOG_MAX_MESSAGE}, got ${max}`,
       );
     }
+    this.#scratch = new Uint8Array(max + 1024);
     this.#appName = options.appName ?? "deno_bpf";
     this.#firstBackoff = options.backoffMs ?? 100;
     this.#maxBackoff = options.maxBackoffMs ?? 5000;
@@ -543,19 +734,32 @@ export class SyslogSender implements AsyncDisposable {
   }
 
   /** One message, at most `maxMessage` bytes: a longer MSG is shortened by {@linkcode fitJson}. */
+  /**
+   * One message's prefix and MSG, at most `maxMessage` bytes: a longer MSG is
+   * shortened by {@linkcode fitJson}. What it makes is written into one
+   * scratch buffer, valid until the next call: a flood of events makes no
+   * arrays to collect.
+   */
   #message(msgId: string, severity: number, msg: Uint8Array): [Uint8Array, Uint8Array] {
     this.#sequence = this.#sequence >= 2 ** 31 - 1 ? 1 : this.#sequence + 1;
-    const prefix = encoder.encode(syslogPrefix({
-      structuredData: metaSequence(this.#sequence),
-      severity,
-      timestamp: new Date().toISOString(),
-      hostname: this.#hostname,
-      appName: this.#appName,
-      procId: this.#procId,
-      msgId,
-    }));
-    const room = this.#maxMessage - prefix.length;
-    return [prefix, msg.length <= room ? msg : encoder.encode(fitJson(utf8.decode(msg), room))];
+    const scratch = this.#scratch;
+    const p = encoder.encodeInto(
+      syslogPrefix({
+        structuredData: metaSequence(this.#sequence),
+        severity,
+        timestamp: new Date().toISOString(),
+        hostname: this.#hostname,
+        appName: this.#appName,
+        procId: this.#procId,
+        msgId,
+      }),
+      scratch,
+    ).written;
+    const prefix = scratch.subarray(0, p);
+    const room = this.#maxMessage - p;
+    if (msg.length <= room) return [prefix, msg];
+    const n = encoder.encodeInto(fitJson(utf8.decode(msg), room), scratch.subarray(p)).written;
+    return [prefix, scratch.subarray(p, p + n)];
   }
 
   #lostRecord(): [Uint8Array, Uint8Array] {
