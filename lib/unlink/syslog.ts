@@ -231,16 +231,6 @@ function charAt(s: string, i: number): number {
   return jsonCost(c) * 4 + 1;
 }
 
-/** The same, for the character that ends just before `i`. */
-function charBefore(s: string, i: number): number {
-  const d = s.charCodeAt(i - 1);
-  if (d >= 0xdc00 && d <= 0xdfff && i >= 2) {
-    const c = s.charCodeAt(i - 2);
-    if (c >= 0xd800 && c <= 0xdbff) return 4 * 4 + 2;
-  }
-  return jsonCost(d) * 4 + 1;
-}
-
 /** The bytes of `s` written as a JSON string by the outputs, in UTF-8, quotes included. */
 export function jsonStringBytes(s: string): number {
   let n = 2;
@@ -253,7 +243,7 @@ export function jsonStringBytes(s: string): number {
 }
 
 /** A code unit outside ASCII less DEL, the only kind that takes more or less than one byte. */
-const WIDE = /[^\x00-\x7e]/g;
+const WIDE = /[\x7f-\uffff]/g;
 
 /** The UTF-8 bytes of JSON text `json` (its strings as the outputs write them). */
 function jsonTextBytes(json: string): number {
