@@ -120,7 +120,7 @@ export function installMissing(peers: readonly Peer[] = PEERS): Peer[] {
 export async function compile(name: string, out: string, libs: string[] = []): Promise<void> {
   const cc = cCompiler();
   if (!cc) throw new Error(missingLine(PEERS.find((p) => p.name === "C compiler")!));
-  const source = new URL(`${name}.c`, import.meta.url).pathname;
+  const source = decodeURIComponent(new URL(`${name}.c`, import.meta.url).pathname);
   const result = await new Deno.Command(cc, {
     args: ["-O2", "-Wall", "-Wextra", "-Werror", "-o", out, source, ...libs],
     stdin: "null",

@@ -14,7 +14,7 @@
 
 import { parseArgs } from "node:util";
 
-const BENCH = new URL(".", import.meta.url).pathname;
+const BENCH = decodeURIComponent(new URL(".", import.meta.url).pathname);
 const OUT = `${BENCH}out/`;
 const { values } = parseArgs({
   args: Deno.args,

@@ -31,8 +31,8 @@ import { parseArgs } from "node:util";
 import { DEFAULT_RING_SIZE, ensureTracefs } from "../mod.ts";
 import { compile, installMissing, missingLine, PEERS, which } from "./_peers.ts";
 
-const BENCH = new URL(".", import.meta.url).pathname;
-const ROOT = new URL("..", import.meta.url).pathname;
+const BENCH = decodeURIComponent(new URL(".", import.meta.url).pathname);
+const ROOT = decodeURIComponent(new URL("..", import.meta.url).pathname);
 const OUT = `${BENCH}out/`;
 const BPF_OBJECT = `${ROOT}bpf/unlink.bpf.o`;
 /** The last commit before issue 8: the unenriched tracer, a fixed 312-byte record. */

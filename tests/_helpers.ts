@@ -11,7 +11,7 @@ import { unlinkEvent } from "../mod.ts";
 import { cgroupIdOf, UNLINK_F_PATH_UNRESOLVED } from "../lib/unlink/mod.ts";
 
 const CI = Deno.env.get("CI") === "true";
-const root = new URL("..", import.meta.url).pathname;
+const root = decodeURIComponent(new URL("..", import.meta.url).pathname);
 
 /** The repository root, with a trailing slash. */
 export const ROOT = root;

@@ -18,6 +18,7 @@ import type { EventJson } from "../lib/unlink/mod.ts";
 import {
   EXPECTED_METHOD,
   kernelTest,
+  ROOT,
   scratch,
   spawnUnlinker,
   TEST_MODE,
@@ -643,7 +644,7 @@ kernelTest(
           Deno.execPath(),
           "run",
           "-A",
-          new URL("_unlinker.ts", import.meta.url).pathname,
+          `${ROOT}tests/_unlinker.ts`,
         ]);
         assert.equal(traced.who.argv.argv[4], `unlinkat:${control}`);
         for (const e of traced.events) {
