@@ -12,6 +12,7 @@
  */
 
 import { c, cstr, errno } from "./_ffi.ts";
+import { type Handle, ownFd } from "./_handle.ts";
 
 const AF_UNIX = 1;
 const AF_INET = 2;
@@ -88,8 +89,6 @@ export function sockaddr(to: DatagramAddress): { family: number; bytes: Uint8Arr
   return { family: v4 ? AF_INET : AF_INET6, bytes };
 }
 
-const sockets = new FinalizationRegistry<number>((fd) => c().close(fd));
-
 /**
  * A connected, nonblocking datagram socket.
  *
@@ -107,11 +106,10 @@ const sockets = new FinalizationRegistry<number>((fd) => c().close(fd));
  * ```
  */
 export class DatagramSocket implements Disposable {
-  #fd: number;
+  #fd: Handle<number>;
 
   private constructor(fd: number) {
-    this.#fd = fd;
-    sockets.register(this, fd, this);
+    this.#fd = ownFd(fd);
   }
 
   /**
@@ -136,17 +134,14 @@ export class DatagramSocket implements Disposable {
    * (EAGAIN: the buffer is full; ECONNREFUSED: nobody is listening now).
    */
   send(bytes: Uint8Array<ArrayBuffer>): number {
-    if (this.#fd < 0) throw new TypeError("DatagramSocket is closed");
-    const n = c().send(this.#fd, bytes, BigInt(bytes.length), MSG_DONTWAIT | MSG_NOSIGNAL);
+    const fd = this.#fd.use("DatagramSocket");
+    const n = c().send(fd, bytes, BigInt(bytes.length), MSG_DONTWAIT | MSG_NOSIGNAL);
     return n < 0 ? errno() : 0;
   }
 
   /** Closes the socket. Idempotent. */
   close(): void {
-    if (this.#fd < 0) return;
-    sockets.unregister(this);
-    c().close(this.#fd);
-    this.#fd = -1;
+    this.#fd.release();
   }
 
   /** Calls {@linkcode close}, for `using` declarations. */
@@ -156,6 +151,6 @@ export class DatagramSocket implements Disposable {
 
   /** UNSAFE: the file descriptor, -1 once closed. */
   get unsafeHandle(): number {
-    return this.#fd;
+    return this.#fd.value ?? -1;
   }
 }

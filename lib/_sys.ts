@@ -10,13 +10,12 @@
  * @module
  */
 
+import { ENOENT, ENOTDIR } from "./errno.ts";
 import { c, checkErrno, cstr, failure } from "./_ffi.ts";
 
 const O_RDONLY = 0;
 const O_CLOEXEC = 0x80000;
 const O_PATH = 0x200000; // the same on x86_64 and arm64
-const ENOENT = 2;
-const ENOTDIR = 20;
 
 /**
  * Whether `path` exists; a refusal other than "no such file" throws. It opens

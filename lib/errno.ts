@@ -5,6 +5,25 @@
  * @module
  */
 
+/** `EPERM`: operation not permitted. */
+export const EPERM = 1;
+/** `ENOENT`: no such file or directory. */
+export const ENOENT = 2;
+/** `EAGAIN`: resource temporarily unavailable. */
+export const EAGAIN = 11;
+/** `EACCES`: permission denied. */
+export const EACCES = 13;
+/** `ENODEV`: no such device. */
+export const ENODEV = 19;
+/** `ENOTDIR`: not a directory. */
+export const ENOTDIR = 20;
+/** `EINVAL`: invalid argument. */
+export const EINVAL = 22;
+/** `EOPNOTSUPP`: operation not supported. */
+export const EOPNOTSUPP = 95;
+/** `ENOTSUPP`: the kernel's own "not supported", which user space never sees from libc. */
+export const ENOTSUPP = 524;
+
 const TABLE: ReadonlyArray<readonly [number, string, string]> = [
   [1, "EPERM", "operation not permitted"],
   [2, "ENOENT", "no such file or directory"],

@@ -23,6 +23,7 @@
  * @module
  */
 
+import { EOPNOTSUPP } from "./errno.ts";
 import { bpf } from "./_ffi.ts";
 import { BpfError } from "./errors.ts";
 import { MAP_TYPES, type MapType } from "./map.ts";
@@ -91,8 +92,6 @@ export const HELPERS = {
 
 /** A helper's name, e.g. `"loop"` for `bpf_loop`. */
 export type Helper = keyof typeof HELPERS;
-
-const EOPNOTSUPP = 95;
 
 /** The number for `name` in `table`, or a TypeError listing the names it knows. */
 function lookup(table: Record<string, number>, what: string, name: string | number): number {

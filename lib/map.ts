@@ -25,7 +25,9 @@
  * @module
  */
 
-import { bpf, c, checkErrno, cstr, readCString } from "./_ffi.ts";
+import { EINVAL, ENOENT, ENOTSUPP, EOPNOTSUPP } from "./errno.ts";
+import { type Handle, ownFd } from "./_handle.ts";
+import { bpf, cstr, readCString } from "./_ffi.ts";
 import { check } from "./errors.ts";
 import type { AnyLayout, RecordOf } from "./layout.ts";
 import { readSmallFile } from "./_sys.ts";
@@ -83,11 +85,6 @@ const PER_CPU = new Set<MapType>([
 /** How {@linkcode MapHandle.update} treats an existing key. */
 export type UpdateMode = "any" | "noexist" | "exist";
 const UPDATE_FLAGS: Record<UpdateMode, bigint> = { any: 0n, noexist: 1n, exist: 2n };
-
-const ENOENT = 2;
-const EINVAL = 22;
-const ENOTSUPP = 524;
-const EOPNOTSUPP = 95;
 
 /** The number of possible CPUs: per-CPU maps hold one value for each. */
 export function possibleCpus(): number {
@@ -557,9 +554,6 @@ export class BpfMap extends MapHandle {
   }
 }
 
-/** Safety net: a pinned map dropped without close() still gets its fd closed. */
-const unclosedFds = new FinalizationRegistry<number>((fd) => c().close(fd));
-
 /**
  * A map pinned in bpffs, opened by path. Owns its fd.
  *
@@ -574,14 +568,13 @@ const unclosedFds = new FinalizationRegistry<number>((fd) => c().close(fd));
  * ```
  */
 export class PinnedMap extends MapHandle implements Disposable {
-  #fd: number;
+  #fd: Handle<number>;
   #path: string;
 
   private constructor(fd: number, path: string) {
     super();
-    this.#fd = fd;
+    this.#fd = ownFd(fd);
     this.#path = path;
-    unclosedFds.register(this, fd, this);
   }
 
   /** Opens the map pinned at `path` (`BPF_OBJ_GET`). */
@@ -598,8 +591,7 @@ export class PinnedMap extends MapHandle implements Disposable {
 
   /** The map's fd; throws a TypeError once closed. */
   protected liveFd(): number {
-    if (this.#fd < 0) throw new TypeError("PinnedMap is closed");
-    return this.#fd;
+    return this.#fd.use("PinnedMap");
   }
 
   /** The map's name as the kernel knows it (at most 15 bytes). */
@@ -614,10 +606,7 @@ export class PinnedMap extends MapHandle implements Disposable {
 
   /** Closes this process's fd; the pin and the map stay. Idempotent. */
   close(): void {
-    if (this.#fd < 0) return;
-    unclosedFds.unregister(this);
-    checkErrno(c().close(this.#fd), `close map fd ${this.#fd}`);
-    this.#fd = -1;
+    this.#fd.release();
   }
 
   /** Calls {@linkcode close}, for `using` declarations. */

@@ -20,6 +20,8 @@
  * @module
  */
 
+import { EACCES, EPERM } from "./errno.ts";
+import { Handle } from "./_handle.ts";
 import { bpf, c, checkPtr, cstr, readCString } from "./_ffi.ts";
 import { Btf, type BtfShape } from "./btf.ts";
 import { BpfError, check, PermissionError, VerifierError, verifierLog } from "./errors.ts";
@@ -27,18 +29,7 @@ import { installLog, takeLog } from "./log.ts";
 import { BpfMap } from "./map.ts";
 import { processCanTrace } from "./_sys.ts";
 
-/**
- * Safety nets only: an object or link that is garbage-collected without
- * close() still gets freed. close() (or `using`) is the way; it unregisters.
- */
-const unclosedObjects = new FinalizationRegistry<Deno.PointerObject>((ptr) =>
-  bpf().bpf_object__close(ptr)
-);
-const unclosedLinks = new FinalizationRegistry<Deno.PointerObject>((ptr) =>
-  bpf().bpf_link__destroy(ptr)
-);
-
-/** The use-after-close guard shared by every handle. */
+/** The use-after-close guard for a pointer borrowed from another handle. */
 function live<T>(ptr: T | null, what: string): T {
   if (ptr === null) throw new TypeError(`${what} is closed`);
   return ptr;
@@ -62,16 +53,15 @@ function live<T>(ptr: T | null, what: string): T {
  * ```
  */
 export class BpfObject implements Disposable {
-  #ptr: Deno.PointerObject | null;
+  #ptr: Handle<Deno.PointerObject>;
   #name: string;
   #bytes: Uint8Array | undefined;
   #loaded = false;
 
   private constructor(ptr: Deno.PointerObject, name: string, bytes?: Uint8Array) {
-    this.#ptr = ptr;
+    this.#ptr = new Handle(ptr, (ptr) => bpf().bpf_object__close(ptr));
     this.#name = name;
     this.#bytes = bytes;
-    unclosedObjects.register(this, ptr, this);
   }
 
   /** Opens an object from its ELF bytes (e.g. an embedded `.bpf.o`). */
@@ -108,7 +98,7 @@ export class BpfObject implements Disposable {
 
   /** Every program in the object, in ELF order. */
   get programs(): Program[] {
-    const obj = live(this.#ptr, "BpfObject");
+    const obj = this.#ptr.use("BpfObject");
     const out: Program[] = [];
     for (
       let p = bpf().bpf_object__next_program(obj, null);
@@ -120,7 +110,7 @@ export class BpfObject implements Disposable {
 
   /** Every map in the object, including `.rodata`/`.bss`. */
   get maps(): BpfMap[] {
-    const obj = live(this.#ptr, "BpfObject");
+    const obj = this.#ptr.use("BpfObject");
     const out: BpfMap[] = [];
     for (
       let m = bpf().bpf_object__next_map(obj, null);
@@ -148,7 +138,7 @@ export class BpfObject implements Disposable {
 
   /** The object's own BTF: a borrowed view, unusable once the object is closed. */
   get btf(): Btf {
-    const ptr = bpf().bpf_object__btf(live(this.#ptr, "BpfObject"));
+    const ptr = bpf().bpf_object__btf(this.#ptr.use("BpfObject"));
     if (!ptr) throw new TypeError(`BPF object "${this.#name}" has no BTF`);
     return new Btf(ptr, this);
   }
@@ -189,7 +179,7 @@ export class BpfObject implements Disposable {
    * {@linkcode PermissionError}; any other refusal is a {@linkcode BpfError}.
    */
   load(): void {
-    const obj = live(this.#ptr, "BpfObject");
+    const obj = this.#ptr.use("BpfObject");
     takeLog();
     const ret = bpf().bpf_object__load(obj);
     const log = takeLog();
@@ -200,15 +190,12 @@ export class BpfObject implements Disposable {
 
   /** UNSAFE: the raw `struct bpf_object *`, valid until close. */
   get unsafeHandle(): Deno.PointerObject | null {
-    return this.#ptr;
+    return this.#ptr.value;
   }
 
   /** Unloads the programs and frees the maps. Idempotent. */
   close(): void {
-    if (this.#ptr === null) return;
-    unclosedObjects.unregister(this);
-    bpf().bpf_object__close(this.#ptr);
-    this.#ptr = null;
+    this.#ptr.release();
     this.#bytes = undefined;
   }
 
@@ -234,9 +221,6 @@ export function releaseFreedMemory(): void {
 function openChecked(ptr: Deno.PointerValue, operation: string): Deno.PointerObject {
   return checkPtr(ptr, operation, { log: takeLog() });
 }
-
-const EPERM = 1;
-const EACCES = 13;
 
 /**
  * The error for a failed load: the verifier's rejection if libbpf printed a
@@ -494,22 +478,21 @@ export interface UprobeOptions {
  * ```
  */
 export class Link implements Disposable {
-  #ptr: Deno.PointerObject | null;
+  #ptr: Handle<Deno.PointerObject>;
 
   /** @internal Use {@linkcode Program.attach}. */
   constructor(ptr: Deno.PointerObject) {
-    this.#ptr = ptr;
-    unclosedLinks.register(this, ptr, this);
+    this.#ptr = new Handle(ptr, (ptr) => bpf().bpf_link__destroy(ptr));
   }
 
   /** Whether the link is still attached. */
   get attached(): boolean {
-    return this.#ptr !== null;
+    return this.#ptr.value !== null;
   }
 
   /** UNSAFE: the raw `struct bpf_link *`, or null once closed. */
   get unsafeHandle(): Deno.PointerObject | null {
-    return this.#ptr;
+    return this.#ptr.value;
   }
 
   /**
@@ -518,7 +501,7 @@ export class Link implements Disposable {
    */
   pin(path: string): void {
     check(
-      bpf().bpf_link__pin(live(this.#ptr, "Link"), cstr(path)),
+      bpf().bpf_link__pin(this.#ptr.use("Link"), cstr(path)),
       `pin a link at ${path}`,
       { hint: "bpffs must be mounted there (mount -t bpf bpf /sys/fs/bpf)" },
     );
@@ -526,7 +509,7 @@ export class Link implements Disposable {
 
   /** Removes the link's pin; closing it then detaches. */
   unpin(): void {
-    check(bpf().bpf_link__unpin(live(this.#ptr, "Link")), "unpin a link");
+    check(bpf().bpf_link__unpin(this.#ptr.use("Link")), "unpin a link");
   }
 
   /** Opens a link pinned at `path`; closing it leaves the pin, and so the attachment. */
@@ -537,10 +520,7 @@ export class Link implements Disposable {
 
   /** Detaches (a pinned link stays attached through its pin). Idempotent. */
   close(): void {
-    if (this.#ptr === null) return;
-    unclosedLinks.unregister(this);
-    bpf().bpf_link__destroy(this.#ptr);
-    this.#ptr = null;
+    this.#ptr.release();
   }
 
   /** Calls {@linkcode close}, for `using` declarations. */

@@ -70,6 +70,7 @@ type SettingValue = number | bigint | boolean | string;
 export class Skeleton<S extends object, P extends string, M extends string> implements Disposable {
   #object: BpfObject | null;
   #links: Link[] = [];
+  #detach = new DisposableStack();
   /** The programs, by name: borrowed views, valid while the skeleton is open. */
   readonly programs: Readonly<Record<P, Program>>;
   /** The maps, by name: borrowed views, valid while the skeleton is open. */
@@ -120,22 +121,19 @@ export class Skeleton<S extends object, P extends string, M extends string> impl
     if (this.#links.length) {
       throw new TypeError("Skeleton is already attached: close() detaches it");
     }
-    const made: Link[] = [];
-    try {
-      for (const program of this.object.programs) {
-        if (program.autoload) made.push(program.attach());
-      }
-    } catch (error) {
-      for (const link of made.reverse()) link.close();
-      throw error;
+    using made = new DisposableStack(); // detaches what this call attached if one fails
+    const links: Link[] = [];
+    for (const program of this.object.programs) {
+      if (program.autoload) links.push(made.use(program.attach()));
     }
-    this.#links.push(...made);
+    this.#detach = made.move();
+    this.#links = links;
   }
 
   /** Detaches every link (last first), then closes the object. Idempotent. */
   close(): void {
     if (this.#object === null) return;
-    for (const link of this.#links.reverse()) link.close();
+    this.#detach.dispose();
     this.#links = [];
     this.#object.close();
     this.#object = null;

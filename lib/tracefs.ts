@@ -5,6 +5,8 @@
  * @module
  */
 
+import { EAGAIN } from "./errno.ts";
+import { type Handle, ownFd } from "./_handle.ts";
 import { c, checkErrno, cstr, failure } from "./_ffi.ts";
 import { pathExists } from "./_sys.ts";
 
@@ -44,10 +46,7 @@ export function ensureTracefs(): string {
 const O_RDONLY = 0;
 const O_NONBLOCK = 0x800;
 const O_CLOEXEC = 0x80000;
-const EAGAIN = 11;
 const POLLIN = 0x1;
-
-const unclosedPipes = new FinalizationRegistry<number>((fd) => c().close(fd));
 
 /**
  * The kernel's `trace_pipe` (what `bpf_printk` writes), read through libc:
@@ -71,7 +70,7 @@ const unclosedPipes = new FinalizationRegistry<number>((fd) => c().close(fd));
  * ```
  */
 export class TracePipe implements Disposable {
-  #fd: number;
+  #fd: Handle<number>;
   #buf = new Uint8Array(64 * 1024);
   #pollfd = new Uint8Array(8);
   #decoder = new TextDecoder();
@@ -79,11 +78,11 @@ export class TracePipe implements Disposable {
   /** Opens `trace_pipe` in the tracefs at `dir` (see {@linkcode ensureTracefs}). */
   constructor(dir: string) {
     const path = `${dir}/trace_pipe`;
-    this.#fd = checkErrno(c().open(cstr(path), O_RDONLY | O_NONBLOCK | O_CLOEXEC), `open ${path}`);
+    const fd = checkErrno(c().open(cstr(path), O_RDONLY | O_NONBLOCK | O_CLOEXEC), `open ${path}`);
+    this.#fd = ownFd(fd);
     const view = new DataView(this.#pollfd.buffer);
-    view.setInt32(0, this.#fd, true);
+    view.setInt32(0, fd, true);
     view.setInt16(4, POLLIN, true);
-    unclosedPipes.register(this, this.#fd, this);
   }
 
   /**
@@ -91,16 +90,17 @@ export class TracePipe implements Disposable {
    * `""`, and possibly ending mid-line). Returns `null` once closed.
    */
   async read(timeoutMs: number): Promise<string | null> {
-    if (this.#fd < 0) return null;
+    if (this.#fd.value === null) return null;
     const text = this.#readNow();
     if (text !== "") return text;
     await c().poll_wait(this.#pollfd, 1n, timeoutMs);
-    return this.#fd < 0 ? null : this.#readNow();
+    return this.#fd.value === null ? null : this.#readNow();
   }
 
   /** Reads what is buffered without waiting; errno is read on this thread. */
   #readNow(): string {
-    const n = Number(c().read(this.#fd, this.#buf, BigInt(this.#buf.length)));
+    const fd = this.#fd.use("TracePipe");
+    const n = Number(c().read(fd, this.#buf, BigInt(this.#buf.length)));
     if (n < 0) {
       const error = failure("read trace_pipe");
       if (error.errno === EAGAIN) return "";
@@ -111,10 +111,7 @@ export class TracePipe implements Disposable {
 
   /** Closes the pipe. Idempotent; a pending {@linkcode read} then returns `null`. */
   close(): void {
-    if (this.#fd < 0) return;
-    unclosedPipes.unregister(this);
-    c().close(this.#fd);
-    this.#fd = -1;
+    this.#fd.release();
   }
 
   /** Calls {@linkcode close}, for `using` declarations. */

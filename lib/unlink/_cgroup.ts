@@ -18,6 +18,8 @@
  * @module
  */
 
+import { ENOENT, ENOTDIR, EPERM } from "../errno.ts";
+import { type Handle, ownFd } from "../_handle.ts";
 import { c, checkErrno, cstr, failure, readCString } from "../_ffi.ts";
 import { BpfError, NotSupportedError } from "../errors.ts";
 import { readSmallFile } from "../_sys.ts";
@@ -395,9 +397,6 @@ const FILEID_KERNFS = 0xfe;
 const MAX_HANDLE_SZ = 128;
 const PATH_MAX = 4096;
 const DT_DIR = 4;
-const EPERM = 1;
-const ENOENT = 2;
-const ENOTDIR = 20;
 const MOUNTINFO_MAX = 4 * 1024 * 1024;
 /**
  * A walk reads at most this many directory entries per call, and goes on at
@@ -521,9 +520,6 @@ export interface CgroupNamesOptions extends NameCacheOptions {
   method?: "auto" | "handle" | "walk";
 }
 
-/** Safety net: a CgroupNames dropped without close() still gets its fd closed. */
-const unclosedFds = new FinalizationRegistry<number>((fd) => c().close(fd));
-
 /**
  * Names cgroup v2 ids (`bpf_get_current_cgroup_id()`): `name(id)` gives the
  * cgroup path relative to the cgroup2 root, as `/proc/<pid>/cgroup` shows it
@@ -555,7 +551,7 @@ const unclosedFds = new FinalizationRegistry<number>((fd) => c().close(fd));
  * ```
  */
 export class CgroupNames implements Disposable {
-  #fd: number;
+  #fd: Handle<number>;
   readonly #mountPoint: string;
   #method: "handle" | "walk";
   readonly #fallback: boolean;
@@ -567,14 +563,13 @@ export class CgroupNames implements Disposable {
   #lastStep = -Infinity;
 
   private constructor(fd: number, mountPoint: string, options: CgroupNamesOptions) {
-    this.#fd = fd;
+    this.#fd = ownFd(fd);
     this.#mountPoint = mountPoint;
     this.#method = options.method === "walk" ? "walk" : "handle";
     this.#fallback = (options.method ?? "auto") === "auto";
     this.#retryMs = options.retryMs ?? 5000;
     this.#now = options.now ?? (() => performance.now());
     this.#cache = new NameCache((id) => this.#lookup(id), options);
-    unclosedFds.register(this, fd, this);
   }
 
   /** Finds the cgroup2 mount in /proc/self/mountinfo and opens it. */
@@ -610,8 +605,7 @@ export class CgroupNames implements Disposable {
   }
 
   #live(): number {
-    if (this.#fd < 0) throw new TypeError("CgroupNames is closed");
-    return this.#fd;
+    return this.#fd.use("CgroupNames");
   }
 
   #lookup(id: bigint): string | null {
@@ -700,12 +694,10 @@ export class CgroupNames implements Disposable {
 
   /** Closes the mount's fd. Idempotent. */
   close(): void {
-    if (this.#fd < 0) return;
+    if (this.#fd.value === null) return;
     this.#walk?.close();
     this.#walk = undefined;
-    unclosedFds.unregister(this);
-    c().close(this.#fd);
-    this.#fd = -1;
+    this.#fd.release();
   }
 
   /** Calls {@linkcode close}, for `using` declarations. */
