@@ -5,9 +5,10 @@
  * TypeScript, as cilium/ebpf's `perf.Reader` does from Go. Samples the kernel
  * had no room for are counted in {@linkcode PerfBuffer.lost}.
  *
- * Waiting is a nonblocking `epoll_wait` on every CPU's perf event (off the
- * main thread); consuming is synchronous on the main thread. A stop eventfd
- * in the same epoll set ends a pending wait at once.
+ * Waiting, stopping and closing are the {@linkcode Poller} that RingBuffer
+ * shares: a nonblocking `epoll_wait` on every CPU's perf event (off the main
+ * thread), with a stop eventfd in the same epoll set that ends a pending wait
+ * at once; consuming is synchronous on the main thread.
  *
  * @example Count records until stopped (needs root and a loaded object)
  * ```ts
@@ -30,18 +31,10 @@
  */
 
 import { c, checkErrno, failure } from "./_ffi.ts";
+import { ownFd } from "./_handle.ts";
 import { PerfRing } from "./_perf_ring.ts";
-import {
-  decodedRecords,
-  EPOLL_EVENT_SIZE,
-  epollAdd,
-  epollCreate,
-  mapShared,
-  PROT_READ,
-  PROT_WRITE,
-  signalStop,
-  stopEventfd,
-} from "./_wait.ts";
+import { Poller, PROT_READ, PROT_WRITE } from "./_poller.ts";
+import { EACCES, ENODEV, EPERM } from "./errno.ts";
 import { BpfError } from "./errors.ts";
 import type { AnyLayout, RecordOf } from "./layout.ts";
 import { type BpfMap, possibleCpus } from "./map.ts";
@@ -55,10 +48,6 @@ const ATTR_DISABLED = 1n; // the first bit of the flags word
 const PERF_FLAG_FD_CLOEXEC = 8n;
 const PERF_EVENT_IOC_ENABLE = 0x2400n; // _IO('$', 0)
 const SYS_PERF_EVENT_OPEN: Record<string, number> = { x86_64: 298, aarch64: 241 };
-const EPERM = 1;
-const EACCES = 13;
-const ENODEV = 19;
-const STOP_TOKEN = 0xffff_ffff;
 
 /**
  * Called once per sample with the bytes that hold it, the offset and length
@@ -90,30 +79,6 @@ export interface PerfBufferOptions {
    * Default 25.
    */
   tailWaitMs?: number;
-}
-
-/** What a {@linkcode PerfBuffer} holds from the kernel, freed by close or the finalizer. */
-interface Held {
-  fds: number[];
-  mappings: { ptr: Deno.PointerObject; length: number }[];
-}
-
-function releaseHeld(held: Held) {
-  for (const { ptr, length } of held.mappings) c().munmap(ptr, BigInt(length));
-  for (const fd of held.fds) c().close(fd);
-  held.mappings.length = 0;
-  held.fds.length = 0;
-}
-
-/** Safety net only: a reader dropped without close() still frees its fds and mappings. */
-const unclosedReaders = new FinalizationRegistry<Held>(releaseHeld);
-
-/** One CPU's perf event and its mapped ring. */
-interface CpuRing {
-  cpu: number;
-  ring: PerfRing;
-  /** Calls the current drain's handler with this ring's CPU. */
-  handler: (bytes: Uint8Array, offset: number, length: number) => void;
 }
 
 function perfEventAttr(wakeupEvents: number): Uint8Array<ArrayBuffer> {
@@ -153,22 +118,8 @@ function perfEventAttr(wakeupEvents: number): Uint8Array<ArrayBuffer> {
  */
 export class PerfBuffer implements Disposable {
   #map: BpfMap;
-  #name: string;
-  #rings: CpuRing[] = [];
-  #held: Held = { fds: [], mappings: [] };
-  #epfd = -1;
-  #stopfd = -1;
-  #events: Uint8Array<ArrayBuffer>;
-  #fn: PerfRecordHandler = () => {};
-  #next = 0;
-  #wakeupEvents: number;
-  #tailWaitMs: number;
-  #pending: Promise<number> | undefined;
-  #found = false;
-  #stopped = false;
-  #closing = false;
-  #draining = false;
-  #released = false;
+  #cpus: number[] = [];
+  #poller: Poller<PerfRing>;
 
   /** Opens a perf ring on every online CPU and stores them in `map`. */
   constructor(map: BpfMap, options: PerfBufferOptions = {}) {
@@ -200,25 +151,29 @@ export class PerfBuffer implements Disposable {
       );
     }
     this.#map = map;
-    this.#name = map.name;
-    this.#wakeupEvents = wakeupEvents;
-    this.#tailWaitMs = options.tailWaitMs ?? 25;
+    const tailWaitMs = options.tailWaitMs ?? 25;
+    const poller = this.#poller = new Poller<PerfRing>({
+      name: "PerfBuffer",
+      noun: "perf buffer",
+      plan: (found, deadline, pending) => {
+        if (pending > 0) return null; // samples are waiting already
+        // The tail of a burst may never reach the wakeup threshold.
+        if (!found || wakeupEvents === 1) return deadline;
+        return deadline < 0 ? tailWaitMs : Math.min(deadline, tailWaitMs);
+      },
+      onClose: () => this.#forget(),
+    });
     const page = c().getpagesize();
     const length = (1 + pageCount) * page;
     const attr = perfEventAttr(wakeupEvents);
     const key = new Uint32Array(1);
     const value = new Int32Array(1);
     try {
-      this.#epfd = epollCreate("perf buffer");
-      this.#held.fds.push(this.#epfd);
-      this.#stopfd = stopEventfd("perf buffer");
-      this.#held.fds.push(this.#stopfd);
-      epollAdd(this.#epfd, this.#stopfd, STOP_TOKEN);
       for (let cpu = 0; cpu < cpus; cpu++) {
-        const fd = Number(
+        const opened = Number(
           c().perf_event_open(BigInt(syscallNumber), attr, -1, cpu, -1, PERF_FLAG_FD_CLOEXEC),
         );
-        if (fd < 0) {
+        if (opened < 0) {
           const error = failure(`open a BPF output perf event on CPU ${cpu}`);
           if (error.errno === ENODEV) continue; // possible but offline
           if (error.errno !== EACCES && error.errno !== EPERM) throw error;
@@ -226,8 +181,8 @@ export class PerfBuffer implements Disposable {
             hint: "it needs root or CAP_PERFMON; run it with sudo",
           });
         }
-        this.#held.fds.push(fd);
-        const ptr = mapShared(
+        const fd = poller.own(ownFd(opened));
+        const mapped = poller.map(
           fd,
           length,
           PROT_READ | PROT_WRITE,
@@ -235,12 +190,7 @@ export class PerfBuffer implements Disposable {
           `the perf ring of CPU ${cpu}`,
           "try a smaller pageCount",
         );
-        this.#held.mappings.push({ ptr, length });
-        const ring = new PerfRing(
-          Deno.UnsafePointerView.getArrayBuffer(ptr, length),
-          page,
-          pageCount * page,
-        );
+        const ring = new PerfRing(mapped, page, pageCount * page);
         checkErrno(
           c().ioctl(fd, PERF_EVENT_IOC_ENABLE, 0n),
           `enable the perf event of CPU ${cpu}`,
@@ -248,30 +198,22 @@ export class PerfBuffer implements Disposable {
         key[0] = cpu;
         value[0] = fd;
         map.update(new Uint8Array(key.buffer), new Uint8Array(value.buffer));
-        const entry: CpuRing = {
-          cpu,
-          ring,
-          handler: (bytes, offset, length) => this.#fn(bytes, offset, length, cpu),
-        };
-        this.#rings.push(entry);
-        epollAdd(this.#epfd, fd, this.#rings.length - 1);
+        this.#cpus.push(cpu);
+        poller.add(fd, ring);
       }
-      if (this.#rings.length === 0) {
+      if (this.#cpus.length === 0) {
         throw new TypeError(`No CPU is online to open a perf ring on (${cpus} possible)`);
       }
     } catch (error) {
       this.#forget();
-      releaseHeld(this.#held);
-      this.#released = true;
+      poller.abandon();
       throw error;
     }
-    this.#events = new Uint8Array(EPOLL_EVENT_SIZE * (this.#rings.length + 1));
-    unclosedReaders.register(this, this.#held, this);
   }
 
   /** The CPUs that have a ring, in order. */
   get cpus(): number[] {
-    return this.#rings.map((r) => r.cpu);
+    return [...this.#cpus];
   }
 
   /**
@@ -282,16 +224,13 @@ export class PerfBuffer implements Disposable {
    */
   get lost(): number {
     let lost = 0;
-    for (const r of this.#rings) lost += r.ring.lost;
+    for (const ring of this.#poller.rings) lost += ring.lost;
     return lost;
   }
 
   /** Bytes written by the kernel and not yet consumed, over all CPUs. */
   get pending(): number {
-    this.#assertOpen();
-    let pending = 0;
-    for (const r of this.#rings) pending += r.ring.pending;
-    return pending;
+    return this.#poller.pending;
   }
 
   /**
@@ -303,59 +242,23 @@ export class PerfBuffer implements Disposable {
    * unmapped on return. Returns the number of samples handed to `fn`.
    */
   drain(fn: PerfRecordHandler, limit: number = Infinity): number {
-    this.#assertOpen();
-    const rings = this.#rings;
-    const n = rings.length;
-    const start = this.#next;
-    this.#next = (start + 1) % n;
-    this.#fn = fn;
-    // A handler may close the reader: the rings stay mapped until read() returns.
-    this.#draining = true;
-    let count = 0;
-    try {
-      for (let i = 0; i < n && count < limit && !this.#closing; i++) {
-        const r = rings[(start + i) % n];
-        count += r.ring.read(r.handler, limit - count);
-      }
-    } finally {
-      this.#fn = () => {};
-      this.#draining = false;
-      if (this.#closing && !this.#pending) this.#release();
-    }
-    if (count > 0) this.#found = true;
-    return count;
+    const cpus = this.#cpus;
+    return this.#poller.drain(
+      (bytes, offset, length, i) => fn(bytes, offset, length, cpus[i]),
+      limit,
+    );
   }
 
   /**
    * Waits until samples may be ready, or `timeoutMs` (the deadline; -1 for
    * none) has passed. Resolves `true` when it is worth calling
    * {@linkcode drain} (which may find nothing after a timed wait), and
-   * `false` once the reader is stopped or closed.
+   * `false` once the reader is stopped, or closed while waiting.
+   *
+   * @throws {TypeError} if the reader is closed.
    */
-  async wait(timeoutMs: number = -1): Promise<boolean> {
-    if (this.#stopped || this.#closing) return false;
-    if (this.#pending) throw new TypeError("PerfBuffer.wait() is already pending");
-    const found = this.#found; // samples drained since the last wait
-    this.#found = false;
-    if (this.pending > 0) {
-      // Samples are waiting already: skip epoll, but give timers and signal
-      // handlers a turn so a storm cannot starve them.
-      await new Promise((resolve) => setTimeout(resolve, 0));
-      return !(this.#stopped || this.#closing);
-    }
-    let timeout = timeoutMs < 0 ? -1 : Math.ceil(timeoutMs);
-    if (found && this.#wakeupEvents > 1) {
-      // The tail of a burst may never reach the wakeup threshold.
-      timeout = timeout < 0 ? this.#tailWaitMs : Math.min(timeout, this.#tailWaitMs);
-    }
-    this.#pending = c().epoll_wait(this.#epfd, this.#events, this.#rings.length + 1, timeout);
-    try {
-      await this.#pending;
-    } finally {
-      this.#pending = undefined;
-      if (this.#closing && !this.#draining) this.#release();
-    }
-    return !(this.#stopped || this.#closing);
+  wait(timeoutMs: number = -1): Promise<boolean> {
+    return this.#poller.wait(timeoutMs);
   }
 
   /**
@@ -363,21 +266,19 @@ export class PerfBuffer implements Disposable {
    * does every later one. Samples still in the rings can be drained until close.
    */
   stop(): void {
-    if (this.#stopped || this.#released) return;
-    this.#stopped = true;
-    signalStop(this.#stopfd);
+    this.#poller.stop();
   }
 
   /**
    * Yields every sample decoded with `layout`, until {@linkcode stop} (after
    * which what is left in the rings is still delivered) or close.
+   *
+   * @throws {TypeError} if the reader is closed.
    */
   records<L extends AnyLayout>(layout: L): AsyncGenerator<RecordOf<L>> {
-    return decodedRecords({
-      wait: () => this.wait(),
-      drain: (fn, limit) => this.drain(fn, limit),
-      closed: () => this.#closing || this.#released,
-    }, (bytes, offset, length) => layout.decode(bytes, offset, length) as RecordOf<L>);
+    return this.#poller.records((bytes, offset, length) =>
+      layout.decode(bytes, offset, length) as RecordOf<L>
+    );
   }
 
   /**
@@ -385,14 +286,7 @@ export class PerfBuffer implements Disposable {
    * unmaps their rings. Idempotent.
    */
   close(): void {
-    if (this.#closing) return;
-    this.stop();
-    this.#closing = true;
-    this.#forget();
-    if (this.#draining) { for (const r of this.#rings) r.ring.interrupt(); }
-    // A pending epoll_wait still uses the epoll fd, and a drain the rings:
-    // release when they return.
-    if (!this.#pending && !this.#draining) this.#release();
+    this.#poller.close();
   }
 
   /** Closes the reader: `using perf = new PerfBuffer(map)` does it at scope exit. */
@@ -404,20 +298,9 @@ export class PerfBuffer implements Disposable {
   #forget() {
     if (this.#map.unsafeHandle === null) return; // the object is closed, and its map with it
     const key = new Uint32Array(1);
-    for (const { cpu } of this.#rings) {
+    for (const cpu of this.#cpus) {
       key[0] = cpu;
       this.#map.delete(new Uint8Array(key.buffer));
     }
-  }
-
-  #release() {
-    if (this.#released) return;
-    this.#released = true;
-    unclosedReaders.unregister(this);
-    releaseHeld(this.#held);
-  }
-
-  #assertOpen() {
-    if (this.#released) throw new TypeError("PerfBuffer is closed");
   }
 }

@@ -4,14 +4,11 @@
  * burst, with no FFI call and no native callback per record.
  *
  * This file is the thin native shell: it maps the ring (consumer page, then
- * the producer page and the data pages mapped twice), and owns the epoll set
- * and the stop eventfd. The record walk itself is the pure
- * {@linkcode RingParser} in `ring.ts`. A reader dropped without `close()` is
- * released by a finalizer, as a safety net only.
- *
- * Waiting is a nonblocking `epoll_wait` on the map's fd (off the main thread);
- * consuming is synchronous on the main thread. A stop eventfd in the same
- * epoll set ends a pending wait at once.
+ * the producer page and the data pages mapped twice). The record walk itself
+ * is the pure {@linkcode RingParser} in `ring.ts`, and waiting, stopping and
+ * closing are the {@linkcode Poller} that PerfBuffer shares. A reader dropped
+ * without `close()` is released by the handles' finalizers, as a safety net
+ * only.
  *
  * @example Count records until stopped (needs root and a loaded object)
  * ```ts
@@ -31,26 +28,12 @@
  */
 
 import { c } from "./_ffi.ts";
-import {
-  decodedRecords,
-  EPOLL_EVENT_SIZE,
-  epollAdd,
-  epollCreate,
-  EPOLLET,
-  EPOLLIN,
-  mapShared,
-  PROT_READ,
-  PROT_WRITE,
-  signalStop,
-  stopEventfd,
-} from "./_wait.ts";
+import { EPOLLET, EPOLLIN, Poller, PROT_READ, PROT_WRITE } from "./_poller.ts";
 import type { AnyLayout, RecordOf } from "./layout.ts";
 import type { BpfMap } from "./map.ts";
 import { checkRingSize, RingParser } from "./ring.ts";
 
 export { checkRingSize, MAX_RING_SIZE, type RecordHandler } from "./ring.ts";
-
-const STOP_TOKEN = 1;
 
 /**
  * Called by {@linkcode RingBuffer.drain} once per record: the ring's bytes,
@@ -84,50 +67,6 @@ export interface RingBufferOptions {
 }
 
 /**
- * The native resources of one reader: two mappings per ring and two fds.
- * Kept apart from the {@linkcode RingBuffer} so that the finalizer's held
- * value does not keep the reader alive. {@linkcode release} is idempotent.
- */
-class RingResources {
-  mappings: { ptr: Deno.PointerObject; length: number }[] = [];
-  /** The views over the mappings, detached on release so none outlives them. */
-  views: ArrayBuffer[] = [];
-  epfd = -1;
-  stopfd = -1;
-
-  /** Maps `length` bytes of the ring's fd at `offset`; throws with the real errno. */
-  map(fd: number, length: number, prot: number, offset: number, what: string) {
-    const ptr = mapShared(
-      fd,
-      length,
-      prot,
-      offset,
-      `the ring buffer's ${what}`,
-      "is the map a BPF_MAP_TYPE_RINGBUF, and is there address space left?",
-    );
-    this.mappings.push({ ptr, length });
-    const view = Deno.UnsafePointerView.getArrayBuffer(ptr, length);
-    this.views.push(view);
-    return view;
-  }
-
-  release() {
-    // Detach first: a view a record handler kept now reads as empty instead
-    // of touching unmapped memory.
-    for (const view of this.views) view.transfer(0);
-    this.views = [];
-    if (this.epfd >= 0) c().close(this.epfd);
-    if (this.stopfd >= 0) c().close(this.stopfd);
-    this.epfd = this.stopfd = -1;
-    for (const { ptr, length } of this.mappings) c().munmap(ptr, BigInt(length));
-    this.mappings = [];
-  }
-}
-
-/** Safety net only: a reader dropped without close() still gets released. */
-const unclosedRings = new FinalizationRegistry<RingResources>((res) => res.release());
-
-/**
  * Reads one `BPF_MAP_TYPE_RINGBUF` map, or several with one wait (as
  * libbpf's `ring_buffer__add` does). Create it after the object is loaded.
  * After {@linkcode close}, {@linkcode drain}, {@linkcode wait},
@@ -152,18 +91,7 @@ const unclosedRings = new FinalizationRegistry<RingResources>((res) => res.relea
  */
 export class RingBuffer implements Disposable {
   #sizes: number[];
-  #res = new RingResources();
-  #rings: RingParser[] = [];
-  #next = 0;
-  #events: Uint8Array;
-  #tailWaitMs: number;
-  #batchBytes: number;
-  #pending: Promise<number> | undefined;
-  #found = false;
-  #draining = false;
-  #stopped = false;
-  #closing = false;
-  #released = false;
+  #poller: Poller<RingParser>;
 
   /**
    * Maps each map's ring into this process and sets up one wait for them all.
@@ -177,44 +105,61 @@ export class RingBuffer implements Disposable {
     const maps = Array.isArray(map) ? map : [map as BpfMap];
     if (maps.length === 0) throw new TypeError("RingBuffer needs at least one map");
     const page = c().getpagesize();
-    const fds = maps.map((m) => {
+    for (const m of maps) {
       if (m.fd < 0) throw new TypeError(`Map "${m.name}" is not loaded yet`);
       checkRingSize(m.maxEntries, page);
-      return m.fd;
-    });
+    }
     this.#sizes = maps.map((m) => m.maxEntries);
-    this.#events = new Uint8Array(EPOLL_EVENT_SIZE * (maps.length + 1));
-    this.#tailWaitMs = options.tailWaitMs ?? 25;
-    this.#batchBytes = Math.max(1, options.batchBytes ?? 0);
-    const res = this.#res;
+    const tailWaitMs = options.tailWaitMs ?? 25;
+    const batchBytes = Math.max(1, options.batchBytes ?? 0);
+    const poller = this.#poller = new Poller<RingParser>({
+      name: "RingBuffer",
+      noun: "ring buffer",
+      plan: (found, _deadline, pending, rings) => {
+        const blocked = rings.some((ring) => ring.blocked);
+        if (!blocked && pending >= batchBytes) return null; // a batch is waiting already
+        // Wait forever only when the ring is empty and the last look found
+        // nothing: then the producer's next record comes with a wakeup.
+        return blocked ? 1 : pending > 0 || found ? tailWaitMs : -1;
+      },
+    });
     try {
-      res.epfd = epollCreate("ring buffer");
-      res.stopfd = stopEventfd("ring buffer");
-      epollAdd(res.epfd, res.stopfd, STOP_TOKEN, EPOLLIN);
-      fds.forEach((fd, i) => {
+      for (const [i, m] of maps.entries()) {
         const size = this.#sizes[i];
+        const what = (part: string) => `the ring buffer's ${part}`;
+        const hint = "is the map a BPF_MAP_TYPE_RINGBUF, and is there address space left?";
         // Consumer page: read-write, holds consumer_pos. Producer page +
         // data: read-only, the data mapped twice so a record never wraps.
-        const consumer = res.map(fd, page, PROT_READ | PROT_WRITE, 0, "consumer page");
-        const producer = res.map(fd, page + 2 * size, PROT_READ, page, "data pages");
-        this.#rings.push(
-          new RingParser(
-            new Uint8Array(producer, page, 2 * size),
-            new BigUint64Array(consumer, 0, 1),
-            new BigUint64Array(producer, 0, 1),
-          ),
+        const consumer = poller.map(
+          m.fd,
+          page,
+          PROT_READ | PROT_WRITE,
+          0,
+          what("consumer page"),
+          hint,
+        );
+        const producer = poller.map(
+          m.fd,
+          page + 2 * size,
+          PROT_READ,
+          page,
+          what("data pages"),
+          hint,
+        );
+        const ring = new RingParser(
+          new Uint8Array(producer, page, 2 * size),
+          new BigUint64Array(consumer, 0, 1),
+          new BigUint64Array(producer, 0, 1),
         );
         // Edge-triggered: only the producer's wakeups end a wait. Level-
         // triggered, any unread byte would end every wait at once, and a
         // reader that leaves a partial batch for later would spin.
-        epollAdd(res.epfd, fd, STOP_TOKEN + 1 + i, EPOLLIN | EPOLLET);
-      });
+        poller.add(m.fd, ring, EPOLLIN | EPOLLET);
+      }
     } catch (error) {
-      this.#released = true;
-      res.release();
+      poller.abandon();
       throw error;
     }
-    unclosedRings.register(this, res, this);
   }
 
   /** The (first) ring's size in bytes. Readable after close. */
@@ -229,15 +174,7 @@ export class RingBuffer implements Disposable {
 
   /** Bytes written by the kernel and not yet consumed, over all rings. */
   get pending(): number {
-    this.#assertOpen();
-    let sum = 0;
-    for (const ring of this.#rings) sum += ring.pending;
-    return sum;
-  }
-
-  /** Whether some ring stops at a record still being written. */
-  #blocked(): boolean {
-    return this.#rings.some((ring) => ring.blocked);
+    return this.#poller.pending;
   }
 
   /**
@@ -249,28 +186,7 @@ export class RingBuffer implements Disposable {
    * Returns the number of records handed to `fn`.
    */
   drain(fn: RingRecordHandler, limit: number = Infinity): number {
-    this.#assertOpen();
-    // A handler may close the reader: the ring stays mapped until read() returns.
-    this.#draining = true;
-    try {
-      const rings = this.#rings;
-      let count = 0;
-      // In turn, from a different ring each call, so one busy ring cannot
-      // starve the others.
-      const first = this.#next++ % rings.length;
-      for (let k = 0; k < rings.length && count < limit && !this.#closing; k++) {
-        const i = (first + k) % rings.length;
-        count += rings[i].read(
-          (bytes, offset, length) => fn(bytes, offset, length, i),
-          limit - count,
-        );
-      }
-      if (count > 0) this.#found = true;
-      return count;
-    } finally {
-      this.#draining = false;
-      if (this.#closing && !this.#pending) this.#release();
-    }
+    return this.#poller.drain(fn, limit);
   }
 
   /**
@@ -280,32 +196,8 @@ export class RingBuffer implements Disposable {
    *
    * @throws {TypeError} if the reader is closed.
    */
-  async wait(): Promise<boolean> {
-    if (this.#closing) throw new TypeError("RingBuffer is closed");
-    if (this.#stopped) return false;
-    if (this.#pending) throw new TypeError("RingBuffer.wait() is already pending");
-    const pending = this.pending;
-    const blocked = this.#blocked();
-    const found = this.#found; // records drained since the last wait
-    this.#found = false;
-    if (!blocked && pending >= this.#batchBytes) {
-      // A batch is waiting already: skip epoll, but give timers and signal
-      // handlers a turn so a storm cannot starve them.
-      await new Promise((resolve) => setTimeout(resolve, 0));
-      return !(this.#stopped || this.#closing);
-    }
-    // Wait forever only when the ring is empty and the last look found
-    // nothing: then the producer's next record comes with a wakeup.
-    const timeout = blocked ? 1 : pending > 0 || found ? this.#tailWaitMs : -1;
-    const slots = this.#rings.length + 1;
-    this.#pending = c().epoll_wait(this.#res.epfd, this.#events, slots, timeout);
-    try {
-      await this.#pending;
-    } finally {
-      this.#pending = undefined;
-      if (this.#closing && !this.#draining) this.#release();
-    }
-    return !(this.#stopped || this.#closing);
+  wait(): Promise<boolean> {
+    return this.#poller.wait();
   }
 
   /**
@@ -313,9 +205,7 @@ export class RingBuffer implements Disposable {
    * does every later one. Records still in the ring can be drained until close.
    */
   stop(): void {
-    if (this.#stopped || this.#released) return;
-    this.#stopped = true;
-    signalStop(this.#res.stopfd);
+    this.#poller.stop();
   }
 
   /**
@@ -325,38 +215,18 @@ export class RingBuffer implements Disposable {
    * @throws {TypeError} if the reader is closed.
    */
   records<L extends AnyLayout>(layout: L): AsyncGenerator<RecordOf<L>> {
-    this.#assertOpen();
-    return decodedRecords({
-      wait: () => this.wait(),
-      drain: (fn, limit) => this.drain(fn, limit),
-      closed: () => this.#closing || this.#released,
-    }, (bytes, offset, length) => layout.decode(bytes, offset, length) as RecordOf<L>);
+    return this.#poller.records((bytes, offset, length) =>
+      layout.decode(bytes, offset, length) as RecordOf<L>
+    );
   }
 
   /** Stops waiting and unmaps the ring. Idempotent. */
   close(): void {
-    if (this.#closing) return;
-    this.stop();
-    this.#closing = true;
-    if (this.#draining) { for (const ring of this.#rings) ring.interrupt(); }
-    // A pending epoll_wait still uses the epoll fd, and a drain the ring:
-    // release when they return.
-    if (!this.#pending && !this.#draining) this.#release();
+    this.#poller.close();
   }
 
   /** Calls {@linkcode close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
-  }
-
-  #release() {
-    if (this.#released) return;
-    this.#released = true;
-    unclosedRings.unregister(this);
-    this.#res.release();
-  }
-
-  #assertOpen() {
-    if (this.#closing) throw new TypeError("RingBuffer is closed");
   }
 }

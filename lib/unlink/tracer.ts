@@ -24,6 +24,7 @@
  * @module
  */
 
+import { ENOENT, EOPNOTSUPP } from "../errno.ts";
 import {
   UNLINK_BPF_O,
   UNLINK_EVENT_FIELDS,
@@ -42,7 +43,7 @@ import { checkLayout, decodeCString, type Decoded, fieldSize, type Layout } from
 import { normalizePath } from "./_path.ts";
 import { cgroupIdOf, CgroupNames } from "./_cgroup.ts";
 import { BpfObject, type Link } from "../object.ts";
-import { decodedRecords } from "../_wait.ts";
+import { decodedRecords } from "../_poller.ts";
 import { ArgvRedactor } from "./redact.ts";
 import type { BpfMap } from "../map.ts";
 import { checkRingSize, type RecordHandler, RingBuffer } from "../ring_buffer.ts";
@@ -201,8 +202,6 @@ export const DEFAULT_RING_SIZE = 2 * 1024 * 1024;
 /** BPF wakes the reader at most this often for a trickle (see bpf/unlink.bpf.c). */
 const WAKEUP_MS = 20;
 const BPF_MAP_TYPE_RINGBUF = 27;
-const ENOENT = 2;
-const EOPNOTSUPP = 95;
 const ONE = new Uint8Array([1]);
 
 /** Options for {@linkcode UnlinkTracer.open}. Filters run in the kernel. */
