@@ -98,7 +98,9 @@ function perfEventAttr(wakeupEvents: number): Uint8Array<ArrayBuffer> {
  * Reads a `BPF_MAP_TYPE_PERF_EVENT_ARRAY` map that the BPF program writes
  * with `bpf_perf_event_output(ctx, &map, BPF_F_CURRENT_CPU, ...)`. Create it
  * after the object is loaded; it opens one perf event per online CPU and
- * stores it in the map at the CPU's index. Use one reader per map.
+ * stores it in the map at the CPU's index. Use one reader per map. After
+ * {@linkcode close}, {@linkcode drain}, {@linkcode wait}, {@linkcode pending}
+ * and {@linkcode records} throw a TypeError; `stop` and `close` do nothing.
  *
  * @example Count samples per CPU for a second (needs root and a loaded object)
  * ```ts
