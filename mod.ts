@@ -57,6 +57,7 @@
 
 export { checkErrno, checkPtr, failure, libbpfVersionString } from "./lib/_ffi.ts";
 export {
+  type AttachAttempt,
   AttachError,
   BpfError,
   check,

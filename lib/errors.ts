@@ -294,6 +294,21 @@ export function check(ret: number, operation: string, options?: ErrorOptions): n
   throw new BpfError(operation, -ret, options);
 }
 
+/** One attach method tried and refused: where it stopped, and why. */
+export interface AttachAttempt {
+  /** The method tried. */
+  method: string;
+  /**
+   * Where it stopped: the kernel refused the load (`load`), the verifier
+   * rejected a program (`verifier`), or attaching failed (`attach`).
+   */
+  stage: "load" | "verifier" | "attach";
+  /** The errno's name, e.g. `"EPERM"`, when the kernel or libc gave one. */
+  code?: string;
+  /** In a few words, e.g. `load refused (EPERM)`. */
+  reason: string;
+}
+
 /**
  * No attach method worked (or the one forced did not).
  *
@@ -315,8 +330,8 @@ export function check(ret: number, operation: string, options?: ErrorOptions): n
  * ```
  */
 export class AttachError extends Error {
-  /** Every method tried, with the reason it failed. */
-  readonly attempts: { method: string; reason: string }[];
+  /** Every method tried, with where and why it failed. */
+  readonly attempts: AttachAttempt[];
   /** The tail of libbpf's log for the last attempt. */
   readonly log: string;
 
@@ -326,7 +341,7 @@ export class AttachError extends Error {
    * @param attempts Every method tried, with why it failed.
    * @param log The tail of libbpf's log for the last attempt.
    */
-  constructor(attempts: { method: string; reason: string }[], log = "") {
+  constructor(attempts: AttachAttempt[], log = "") {
     const tried = attempts.map((a) => `${a.method}: ${a.reason}`).join("; ");
     super(
       attempts.length === 1

@@ -344,7 +344,12 @@ export async function trace(args: TraceArgs): Promise<number> {
   });
 
   const { method, skipped, probes } = tracer;
-  const attach = envelope("attach", { schema: 2, method, skipped, probes });
+  const attach = envelope("attach", {
+    schema: 2,
+    method,
+    skipped: skipped.map(({ method, reason }) => ({ method, reason })),
+    probes,
+  });
   const outputs = ServiceOutputs.open({
     ...args.service,
     method,

@@ -4,29 +4,46 @@
  */
 
 import assert from "node:assert/strict";
-import { parseAttachReason, tryAttach } from "../lib/unlink/mod.ts";
+import { tryAttach } from "../lib/unlink/mod.ts";
 import {
   ATTACH_METHODS,
+  AttachError,
   hasHelper,
   hasMapType,
   hasProgramType,
   type MapType,
+  type SkippedMethod,
   UnlinkTracer,
 } from "../mod.ts";
 import { AUTO_METHOD, bpfFds, kernelTest } from "./_helpers.ts";
 
-Deno.test("parseAttachReason splits the tracer's reasons into stage and errno name", () => {
-  assert.deepEqual(parseAttachReason("load refused (EPERM)"), { stage: "load", code: "EPERM" });
-  assert.deepEqual(parseAttachReason("attach failed (ENOENT)"), {
-    stage: "attach",
-    code: "ENOENT",
-  });
-  assert.deepEqual(parseAttachReason("rejected by the verifier (EACCES)"), {
-    stage: "verifier",
-    code: "EACCES",
-  });
-  assert.deepEqual(parseAttachReason("attach failed (E524)"), { stage: "attach", code: "E524" });
-  assert.deepEqual(parseAttachReason("something else"), { stage: "attach" });
+kernelTest("a refused method is an attempt typed where it failed, with no reason parsed", () => {
+  // What the doctor's trials say of fentry and kprobe, up to the first that works.
+  const attempts: SkippedMethod[] = [];
+  for (const method of ["fentry", "kprobe"] as const) {
+    const p = tryAttach(method);
+    if (p.ok) break;
+    if (p.stage === "preflight") assert.fail(`the trial stopped before loading: ${p.reason}`);
+    attempts.push({ method, stage: p.stage, ...p.code ? { code: p.code } : {}, reason: p.reason });
+  }
+  if (attempts.length < 2) {
+    using tracer = UnlinkTracer.open({ rename: true, ringBufferSize: 4096 });
+    assert.deepEqual(tracer.skipped, attempts);
+    return;
+  }
+  // Neither works (the host): tracepoints cannot see renames, and say so without an errno.
+  assert.throws(
+    () => UnlinkTracer.open({ rename: true, ringBufferSize: 4096 }),
+    (e: unknown) => {
+      assert.ok(e instanceof AttachError);
+      assert.deepEqual(e.attempts, [...attempts, {
+        method: "tracepoint",
+        stage: "attach",
+        reason: "cannot see renames, which --rename asks for",
+      }]);
+      return true;
+    },
+  );
 });
 
 Deno.test("a made-up map type name is a TypeError that lists the known names", () => {
@@ -92,7 +109,14 @@ kernelTest(
     assert.deepEqual(
       tracer.skipped,
       probes.slice(0, probes.findIndex((p) => p.ok))
-        .map((p) => ({ method: p.method, reason: p.ok ? "" : p.reason })),
+        .map((p) =>
+          p.ok ? {} : {
+            method: p.method,
+            stage: p.stage,
+            ...p.code ? { code: p.code } : {},
+            reason: p.reason,
+          }
+        ),
     );
   },
 );

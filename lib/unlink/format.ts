@@ -373,10 +373,19 @@ export function formatJson(e: UnlinkEvent): string {
   return escapeJson(JSON.stringify({ type: "event", data: eventData(e) }));
 }
 
-/** The `attach` line (no newline): the method in use, and the better ones that failed. */
+/**
+ * The `attach` line (no newline): the method in use, and the better ones
+ * that failed, each as its method and reason (pass just those: every field
+ * given is written).
+ */
 export function envelope(
   type: "attach",
-  data: { schema: 2; method: string; skipped: SkippedMethod[]; probes: string[] },
+  data: {
+    schema: 2;
+    method: string;
+    skipped: Pick<SkippedMethod, "method" | "reason">[];
+    probes: string[];
+  },
 ): string;
 /** A `lost` line: this many more events were lost since the last one. */
 export function envelope(type: "lost", data: { count: number }): string;

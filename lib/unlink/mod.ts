@@ -31,6 +31,7 @@ export * from "./format.ts";
 export * from "./event_writer.ts";
 export { ArgvRedactor, DEFAULT_REDACT_PATTERNS, REDACTED } from "./redact.ts";
 export * from "./probe.ts";
+export type { AttachAttempt } from "../errors.ts";
 export * from "./doctor.ts";
 export {
   cgroupIdOf,

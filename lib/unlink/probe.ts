@@ -7,7 +7,13 @@
  * @module
  */
 
-import { AttachError, BpfError, LibbpfNotFoundError, NotSupportedError } from "../errors.ts";
+import {
+  type AttachAttempt,
+  AttachError,
+  BpfError,
+  LibbpfNotFoundError,
+  NotSupportedError,
+} from "../errors.ts";
 import { type AttachMethod, UnlinkTracer } from "./tracer.ts";
 
 /**
@@ -15,7 +21,7 @@ import { type AttachMethod, UnlinkTracer } from "./tracer.ts";
  * (`preflight`: privileges, BTF, ring buffers, libbpf), the kernel's
  * refusal to load (`load`), the verifier (`verifier`), or attaching (`attach`).
  */
-export type AttachStage = "preflight" | "load" | "verifier" | "attach";
+export type AttachStage = "preflight" | AttachAttempt["stage"];
 
 /** The outcome of {@linkcode tryAttach}. */
 export type AttachProbe =
@@ -41,22 +47,6 @@ export type AttachProbe =
     /** How long the trial took, in milliseconds. */
     ms: number;
   };
-
-const STAGES: Record<string, AttachStage> = {
-  "load refused": "load",
-  "attach failed": "attach",
-  "rejected by the verifier": "verifier",
-};
-
-/**
- * Splits the tracer's reason (`load refused (EPERM)`) into its stage and
- * errno name; a reason of another shape keeps the `attach` stage. Pure.
- */
-export function parseAttachReason(reason: string): { stage: AttachStage; code?: string } {
-  const m = /^(.+) \((E[A-Z0-9]+)\)$/.exec(reason);
-  if (!m) return { stage: "attach" };
-  return { stage: STAGES[m[1]] ?? "attach", code: m[2] };
-}
 
 /**
  * Whether the unlink tracer really works with `method` here: opens it with a
@@ -90,8 +80,8 @@ export function tryAttach(method: AttachMethod): AttachProbe {
     return { method, ok: true, ms: ms() };
   } catch (error) {
     if (error instanceof AttachError && error.attempts.length > 0) {
-      const reason = error.attempts[0].reason;
-      return { method, ok: false, ...parseAttachReason(reason), reason, ms: ms() };
+      const { stage, code, reason } = error.attempts[0];
+      return { method, ok: false, stage, ...code ? { code } : {}, reason, ms: ms() };
     }
     // The tracer's checks before any load: privileges, BTF, ring buffers, libbpf.
     if (error instanceof BpfError) {

@@ -33,6 +33,7 @@ import {
 } from "../../bpf/unlink_bpf.ts";
 import { bpf } from "../_ffi.ts";
 import {
+  type AttachAttempt,
   AttachError,
   BpfError,
   NotSupportedError,
@@ -262,21 +263,38 @@ export interface UnlinkTracerOptions {
   mountTracefs?: boolean;
 }
 
-/** An attach method that was tried and did not work, and why. */
-export interface SkippedMethod {
+/** An attach method that was tried and did not work: where it stopped, and why. */
+export interface SkippedMethod extends AttachAttempt {
   /** The method that did not work. */
   method: AttachMethod;
-  /** Why, in a few words: `load refused (EPERM)`. */
-  reason: string;
 }
 
-/** Why a method failed, in a few words: `load refused (EPERM)`. */
-function reasonOf(error: BpfError): string {
-  if (error instanceof VerifierError) return `rejected by the verifier (${error.code})`;
-  if (error.operation === NO_TRACEFS) return `tracefs is not mounted (${error.code})`;
-  if (error.operation === NO_RENAME) return "cannot see renames, which --rename asks for";
-  const stage = error.operation.startsWith("load") ? "load refused" : "attach failed";
-  return `${stage} (${error.code})`;
+/**
+ * A method this machine cannot offer, found before anything is loaded,
+ * with the attempt the ladder records for it.
+ */
+class Unavailable extends BpfError {
+  readonly attempt: Omit<AttachAttempt, "method">;
+
+  constructor(operation: string, errno: number, reason: string, hint: string, withCode = true) {
+    super(operation, errno, { hint });
+    this.attempt = { stage: "attach", ...withCode ? { code: this.code } : {}, reason };
+  }
+}
+
+/** The attempt of `method` that failed with `error` at `stage`, typed once, here. */
+function attemptOf(method: AttachMethod, stage: "load" | "attach", error: BpfError): SkippedMethod {
+  if (error instanceof Unavailable) return { method, ...error.attempt };
+  if (error instanceof VerifierError) {
+    return {
+      method,
+      stage: "verifier",
+      code: error.code,
+      reason: `rejected by the verifier (${error.code})`,
+    };
+  }
+  const what = stage === "load" ? "load refused" : "attach failed";
+  return { method, stage, code: error.code, reason: `${what} (${error.code})` };
 }
 
 function validate(options: UnlinkTracerOptions): number {
@@ -412,26 +430,20 @@ export class UnlinkTracer implements Disposable, AsyncIterable<UnlinkEvent> {
     const methods = mode === "auto" ? ATTACH_METHODS : [mode];
     const skipped: SkippedMethod[] = [];
     for (const method of methods) {
-      let attached: { obj: BpfObject; links: Link[] };
-      try {
-        attached = loadAndAttach(options, ringSize, method);
-      } catch (error) {
-        // Only the kernel refusing this method's load or attach is a reason
-        // to try the next one; anything else is a real error.
-        if (!(error instanceof BpfError) || error instanceof PermissionError) throw error;
-        skipped.push({ method, reason: reasonOf(error) });
-        if (mode !== "auto") throw new AttachError(skipped, error.log);
+      const tried = loadAndAttach(options, ringSize, method);
+      if ("refused" in tried) {
+        skipped.push(tried.refused);
+        if (mode !== "auto") throw new AttachError(skipped, tried.log);
         continue;
       }
-      try {
-        return new UnlinkTracer(attached.obj, attached.links, method, skipped, [
-          ...options.paths ?? [],
-        ], redactor);
-      } catch (error) {
-        for (const link of attached.links.reverse()) link.close();
-        attached.obj.close();
-        throw error;
-      }
+      using undo = new DisposableStack(); // detaches and unloads if the tracer cannot be made
+      undo.use(tried.obj);
+      for (const link of tried.links) undo.use(link);
+      const tracer = new UnlinkTracer(tried.obj, tried.links, method, skipped, [
+        ...options.paths ?? [],
+      ], redactor);
+      undo.move();
+      return tracer;
     }
     throw new AttachError(skipped);
   }
@@ -625,22 +637,34 @@ function wakeupBytes(ringSize: number): number {
   return Math.min(256 * 1024, ringSize / 4);
 }
 
-/** Loads the object with `method`'s programs and attaches them; undoes it all on failure. */
+/** A method loaded and attached, or the attempt that says where and why it was refused. */
+type Tried = { obj: BpfObject; links: Link[] } | { refused: SkippedMethod; log?: string };
+
+/**
+ * Loads the object with `method`'s programs and attaches them; undoes it all
+ * on failure. Only the kernel or this machine refusing the method is an
+ * attempt, which the ladder records before it tries the next one; anything
+ * else, a missing privilege among them, is a real error and propagates.
+ */
 function loadAndAttach(
   options: UnlinkTracerOptions,
   ringSize: number,
   method: AttachMethod,
-): { obj: BpfObject; links: Link[] } {
-  const programs = programsFor(method, options);
-  const obj = openObject(options, ringSize, programs);
-  const links: Link[] = [];
+): Tried {
+  // What programsFor finds missing (tracefs, a syscall's tracepoint) is the attach's.
+  let stage: "load" | "attach" = "attach";
   try {
-    for (const name of programs) links.push(obj.program(name).attach());
+    using undo = new DisposableStack();
+    const programs = programsFor(method, options);
+    stage = "load";
+    const obj = undo.use(openObject(options, ringSize, programs));
+    stage = "attach";
+    const links = programs.map((name) => undo.use(obj.program(name).attach()));
+    undo.move();
     return { obj, links };
   } catch (error) {
-    for (const link of links.reverse()) link.close();
-    obj.close();
-    throw error;
+    if (!(error instanceof BpfError) || error instanceof PermissionError) throw error;
+    return { refused: attemptOf(method, stage, error), log: error.log };
   }
 }
 
@@ -663,12 +687,12 @@ function programsFor(method: AttachMethod, options: UnlinkTracerOptions): string
     return [...each("kprobe"), ...each("kprobe_lookup"), ...each("kretprobe")];
   }
   if (options.rename) {
-    throw new BpfError(
-      NO_RENAME,
+    throw new Unavailable(
+      "attach tracepoints: syscall tracepoints cannot see what a rename replaced",
       EOPNOTSUPP,
-      {
-        hint: "renames that replace a file need fentry or kprobe",
-      },
+      "cannot see renames, which --rename asks for",
+      "renames that replace a file need fentry or kprobe",
+      false,
     );
   }
   const events = `${tracefsFor(options)}/events/syscalls`;
@@ -744,17 +768,17 @@ export function underAny(path: string, paths: readonly string[]): boolean {
   return paths.some((p) => withSlash.startsWith(prefixOf(p)));
 }
 
-const NO_TRACEFS = "find a mounted tracefs";
-const NO_RENAME = "attach tracepoints: syscall tracepoints cannot see what a rename replaced";
-
 /** Tracepoint attachment reads event ids from tracefs: find it, or mount it if allowed. */
 function tracefsFor(options: UnlinkTracerOptions): string {
   if (options.mountTracefs ?? true) return ensureTracefs();
   const found = findTracefs();
   if (found) return found;
-  throw new BpfError(NO_TRACEFS, ENOENT, {
-    hint: `mount it (mount -t tracefs tracefs ${TRACEFS}) or allow mountTracefs`,
-  });
+  throw new Unavailable(
+    "find a mounted tracefs",
+    ENOENT,
+    "tracefs is not mounted (ENOENT)",
+    `mount it (mount -t tracefs tracefs ${TRACEFS}) or allow mountTracefs`,
+  );
 }
 
 function openObject(
