@@ -56,9 +56,8 @@
  */
 
 export { checkErrno, checkPtr, failure, libbpfVersionString } from "./lib/_ffi.ts";
+export { type AttachAttempt, AttachError } from "./lib/unlink/errors.ts";
 export {
-  type AttachAttempt,
-  AttachError,
   BpfError,
   check,
   type ErrorOptions,

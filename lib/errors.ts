@@ -69,19 +69,13 @@ export class BpfError extends Error {
 /**
  * The kernel (or libbpf) lacks a feature; names the version that has it.
  *
- * @example Fall back when the kernel is too old for the tracer
+ * @example Say what is missing, and what provides it
  * ```ts
  * import { NotSupportedError } from "./errors.ts";
- * import { UnlinkTracer } from "./unlink/tracer.ts";
  *
- * export function openTracer(): UnlinkTracer | undefined {
- *   try {
- *     return UnlinkTracer.open();
- *   } catch (e) {
- *     if (!(e instanceof NotSupportedError)) throw e;
- *     console.error(`no ${e.feature} here; it needs ${e.requires}`);
- *     return undefined;
- *   }
+ * export function explain(e: unknown): string {
+ *   if (!(e instanceof NotSupportedError)) throw e;
+ *   return `no ${e.feature} here; it needs ${e.requires}`;
  * }
  * ```
  */
@@ -114,12 +108,15 @@ export class NotSupportedError extends Error {
  * @example Exit with the one-line advice instead of a stack trace
  * ```ts
  * import { PermissionError } from "./errors.ts";
- * import { UnlinkTracer } from "./unlink/tracer.ts";
+ * import { BpfObject } from "./object.ts";
  *
- * export function openOrExit(): UnlinkTracer {
+ * export function loadOrExit(path: string): BpfObject {
+ *   const obj = BpfObject.openFile(path);
  *   try {
- *     return UnlinkTracer.open();
+ *     obj.load();
+ *     return obj;
  *   } catch (e) {
+ *     obj.close();
  *     if (!(e instanceof PermissionError)) throw e;
  *     console.error(e.message); // "deno_bpf needs root (...); run it with sudo"
  *     Deno.exit(1);
@@ -292,64 +289,4 @@ export interface ErrorOptions {
 export function check(ret: number, operation: string, options?: ErrorOptions): number {
   if (ret >= 0) return ret;
   throw new BpfError(operation, -ret, options);
-}
-
-/** One attach method tried and refused: where it stopped, and why. */
-export interface AttachAttempt {
-  /** The method tried. */
-  method: string;
-  /**
-   * Where it stopped: the kernel refused the load (`load`), the verifier
-   * rejected a program (`verifier`), or attaching failed (`attach`).
-   */
-  stage: "load" | "verifier" | "attach";
-  /** The errno's name, e.g. `"EPERM"`, when the kernel or libc gave one. */
-  code?: string;
-  /** In a few words, e.g. `load refused (EPERM)`. */
-  reason: string;
-}
-
-/**
- * No attach method worked (or the one forced did not).
- *
- * @example List why each attach method failed
- * ```ts
- * import { AttachError } from "./errors.ts";
- * import { UnlinkTracer } from "./unlink/tracer.ts";
- *
- * export function openTracepoints(): UnlinkTracer {
- *   try {
- *     return UnlinkTracer.open({ mode: "tracepoint" });
- *   } catch (e) {
- *     if (e instanceof AttachError) {
- *       for (const { method, reason } of e.attempts) console.error(`${method}: ${reason}`);
- *     }
- *     throw e;
- *   }
- * }
- * ```
- */
-export class AttachError extends Error {
-  /** Every method tried, with where and why it failed. */
-  readonly attempts: AttachAttempt[];
-  /** The tail of libbpf's log for the last attempt. */
-  readonly log: string;
-
-  /**
-   * Builds the error; see the class for what it carries.
-   *
-   * @param attempts Every method tried, with why it failed.
-   * @param log The tail of libbpf's log for the last attempt.
-   */
-  constructor(attempts: AttachAttempt[], log = "") {
-    const tried = attempts.map((a) => `${a.method}: ${a.reason}`).join("; ");
-    super(
-      attempts.length === 1
-        ? `Cannot trace with ${tried}; try --mode auto, or --verbose for libbpf's log`
-        : `No attach method works on this kernel (${tried}); run with --verbose for libbpf's log`,
-    );
-    this.name = "AttachError";
-    this.attempts = attempts;
-    this.log = log;
-  }
 }

@@ -668,13 +668,13 @@ function markerHint(name: string): string {
  *
  * @example
  * ```ts
- * import { checkLayout } from "./layout.ts";
- * import { unlinkEvent } from "./unlink/tracer.ts";
+ * import { checkLayout, defineLayout } from "./layout.ts";
  * import { BpfObject } from "./object.ts";
- * import { UNLINK_BPF_O } from "../bpf/unlink_bpf.ts";
  *
- * using obj = BpfObject.openMem(UNLINK_BPF_O, "unlink");
- * checkLayout(unlinkEvent, obj.btf.struct("unlink_event")); // throws if they differ
+ * // struct exec_event { __u32 pid; char comm[16]; } in your object's C
+ * const execEvent = defineLayout("exec_event", 20, { pid: ["u32", 0], comm: ["char[16]", 4] });
+ * using obj = BpfObject.openFile("exec.bpf.o");
+ * checkLayout(execEvent, obj.btf.struct("exec_event")); // throws if they differ
  * ```
  */
 export function checkLayout(layout: AnyLayout, btf: BtfStruct | undefined): void {

@@ -399,7 +399,7 @@ export function envelope(type: string, data: unknown): string {
 /** `attached via tracepoint (fentry: load refused (EPERM); kprobe: ...)` */
 export function attachText(
   method: string,
-  skipped: SkippedMethod[],
+  skipped: Pick<SkippedMethod, "method" | "reason">[],
   probes: string[] = [],
 ): string {
   const why = skipped.map((s) => `${s.method}: ${s.reason}`).join("; ");

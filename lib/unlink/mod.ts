@@ -31,7 +31,7 @@ export * from "./format.ts";
 export * from "./event_writer.ts";
 export { ArgvRedactor, DEFAULT_REDACT_PATTERNS, REDACTED } from "./redact.ts";
 export * from "./probe.ts";
-export type { AttachAttempt } from "../errors.ts";
+export { type AttachAttempt, AttachError } from "./errors.ts";
 export * from "./doctor.ts";
 export {
   cgroupIdOf,

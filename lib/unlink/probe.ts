@@ -7,13 +7,8 @@
  * @module
  */
 
-import {
-  type AttachAttempt,
-  AttachError,
-  BpfError,
-  LibbpfNotFoundError,
-  NotSupportedError,
-} from "../errors.ts";
+import { BpfError, LibbpfNotFoundError, NotSupportedError } from "../errors.ts";
+import { type AttachAttempt, AttachError } from "./errors.ts";
 import { type AttachMethod, UnlinkTracer } from "./tracer.ts";
 
 /**

@@ -32,14 +32,8 @@ import {
   unlinkEvent as generatedLayout,
 } from "../../bpf/unlink_bpf.ts";
 import { bpf } from "../_ffi.ts";
-import {
-  type AttachAttempt,
-  AttachError,
-  BpfError,
-  NotSupportedError,
-  PermissionError,
-  VerifierError,
-} from "../errors.ts";
+import { type AttachAttempt, AttachError } from "./errors.ts";
+import { BpfError, NotSupportedError, PermissionError, VerifierError } from "../errors.ts";
 import { checkLayout, decodeCString, type Decoded, fieldSize, type Layout } from "../layout.ts";
 import { normalizePath } from "./_path.ts";
 import { cgroupIdOf, CgroupNames } from "./_cgroup.ts";
