@@ -1,8 +1,9 @@
 /**
  * The one FFI symbol table of deno_bpf: libbpf 1.x, plus the handful of libc
  * calls libbpf leaves to its caller (epoll, eventfd, mmap, vsnprintf for its
- * log), and the datagram socket calls of the syslog output. Both libraries open lazily on first use, so importing `mod.ts` needs
- * neither `--allow-ffi` nor root.
+ * log). Both libraries open lazily on first use, so importing `mod.ts` needs
+ * neither `--allow-ffi` nor root. The unlink tool's own libc calls (cgroup
+ * naming, syslog's sockets) are in its own table, `unlink/_libc.ts`.
  *
  * @module
  */
@@ -201,30 +202,6 @@ const LIBC = {
     parameters: ["buffer", "buffer", "buffer", "u64", "pointer"],
     result: "i32",
   },
-
-  // cgroup v2 ids and paths (lib/unlink/_cgroup.ts).
-  // int name_to_handle_at(int dirfd, const char *path, struct file_handle *handle, int *mount_id, int flags)
-  name_to_handle_at: {
-    parameters: ["i32", "buffer", "buffer", "buffer", "i32"],
-    result: "i32",
-  },
-  // int open_by_handle_at(int mount_fd, struct file_handle *handle, int flags)
-  open_by_handle_at: { parameters: ["i32", "buffer", "i32"], result: "i32" },
-  // ssize_t readlink(const char *path, char *buf, size_t bufsiz)
-  readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
-  // DIR *opendir(const char *name)
-  opendir: { parameters: ["buffer"], result: "pointer" },
-  // struct dirent *readdir(DIR *dirp)
-  readdir: { parameters: ["pointer"], result: "pointer" },
-  // int closedir(DIR *dirp)
-  closedir: { parameters: ["pointer"], result: "i32" },
-
-  // int socket(int domain, int type, int protocol): datagram sockets for syslog
-  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  // int connect(int fd, const struct sockaddr *addr, socklen_t len)
-  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  // ssize_t send(int fd, const void *buf, size_t len, int flags)
-  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 export type Libbpf = Deno.DynamicLibrary<typeof LIBBPF>["symbols"];

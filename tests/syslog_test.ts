@@ -20,7 +20,7 @@ import {
   SyslogSender,
   syslogUrl,
 } from "../lib/unlink/syslog.ts";
-import { parseIpv4, parseIpv6, sockaddr } from "../lib/_socket.ts";
+import { parseIpv4, parseIpv6, sockaddr } from "../lib/unlink/_socket.ts";
 import { escapeJson } from "../lib/unlink/format.ts";
 import { freePort, waitFor } from "./_servers.ts";
 

@@ -21,6 +21,7 @@
 import { ENOENT, ENOTDIR, EPERM } from "../errno.ts";
 import { type Handle, ownFd } from "../_handle.ts";
 import { c, checkErrno, cstr, failure, readCString } from "../_ffi.ts";
+import { libc } from "./_libc.ts";
 import { BpfError, NotSupportedError } from "../errors.ts";
 import { readSmallFile } from "../_sys.ts";
 
@@ -448,7 +449,7 @@ function probe(path: string, all: MountEntry[]): Probe {
   try {
     const handle = emptyHandle();
     const mountId = new Int32Array(1);
-    const ret = c().name_to_handle_at(
+    const ret = libc().name_to_handle_at(
       fd,
       cstr(""),
       handle,
@@ -624,7 +625,7 @@ export class CgroupNames implements Disposable {
     view.setUint32(0, 8, true);
     view.setInt32(4, FILEID_KERNFS, true);
     view.setBigUint64(8, id, true);
-    const fd = c().open_by_handle_at(this.#live(), handle, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    const fd = libc().open_by_handle_at(this.#live(), handle, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
       const error = failure(`open cgroup ${id} by handle`);
       if (error.errno === EPERM && this.#fallback) return "refused";
@@ -637,7 +638,7 @@ export class CgroupNames implements Disposable {
     }
     try {
       const buf = new Uint8Array(PATH_MAX);
-      const n = Number(c().readlink(cstr(`/proc/self/fd/${fd}`), buf, BigInt(PATH_MAX)));
+      const n = Number(libc().readlink(cstr(`/proc/self/fd/${fd}`), buf, BigInt(PATH_MAX)));
       if (n < 0 || n >= PATH_MAX) return null;
       const fsPath = new TextDecoder().decode(buf.subarray(0, n)).replace(/ \(deleted\)$/, "");
       return cgroupPathUnder(fsPath, this.#mountPoint) ?? null;
@@ -676,9 +677,9 @@ export class CgroupNames implements Disposable {
   #dirs(): DirReader<Deno.PointerObject> {
     const base = this.#mountPoint.replace(/\/+$/, "");
     return {
-      open: (path) => c().opendir(cstr(path === "/" ? this.#mountPoint : base + path)),
+      open: (path) => libc().opendir(cstr(path === "/" ? this.#mountPoint : base + path)),
       read: (dir) => {
-        const entry = c().readdir(dir);
+        const entry = libc().readdir(dir);
         if (entry === null) return null;
         // struct dirent (64-bit glibc): d_ino u64 at 0, d_type u8 at 18, d_name at 19.
         const view = new Deno.UnsafePointerView(entry);
@@ -688,7 +689,7 @@ export class CgroupNames implements Disposable {
           name: readCString(Deno.UnsafePointer.offset(entry, 19)),
         };
       },
-      close: (dir) => void c().closedir(dir),
+      close: (dir) => void libc().closedir(dir),
     };
   }
 

@@ -53,7 +53,7 @@
  */
 
 import { c } from "../_ffi.ts";
-import { type DatagramAddress, DatagramSocket } from "../_socket.ts";
+import { type DatagramAddress, DatagramSocket } from "./_socket.ts";
 import { errnoName } from "../errno.ts";
 import { escapeJson } from "./format.ts";
 

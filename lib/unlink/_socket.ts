@@ -11,8 +11,9 @@
  * @module
  */
 
-import { c, cstr, errno } from "./_ffi.ts";
-import { type Handle, ownFd } from "./_handle.ts";
+import { c, cstr, errno } from "../_ffi.ts";
+import { libc } from "./_libc.ts";
+import { type Handle, ownFd } from "../_handle.ts";
 
 const AF_UNIX = 1;
 const AF_INET = 2;
@@ -119,9 +120,9 @@ export class DatagramSocket implements Disposable {
    */
   static connect(to: DatagramAddress): DatagramSocket | number {
     const { family, bytes } = sockaddr(to);
-    const fd = c().socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    const fd = libc().socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return errno();
-    if (c().connect(fd, bytes, bytes.length) < 0) {
+    if (libc().connect(fd, bytes, bytes.length) < 0) {
       const code = errno();
       c().close(fd);
       return code;
@@ -135,7 +136,7 @@ export class DatagramSocket implements Disposable {
    */
   send(bytes: Uint8Array<ArrayBuffer>): number {
     const fd = this.#fd.use("DatagramSocket");
-    const n = c().send(fd, bytes, BigInt(bytes.length), MSG_DONTWAIT | MSG_NOSIGNAL);
+    const n = libc().send(fd, bytes, BigInt(bytes.length), MSG_DONTWAIT | MSG_NOSIGNAL);
     return n < 0 ? errno() : 0;
   }
 
