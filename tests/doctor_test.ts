@@ -6,16 +6,14 @@
  */
 
 import assert from "node:assert/strict";
+import { type Check, type DoctorReport, summaryLine } from "../lib/unlink/doctor.ts";
 import {
-  type Check,
-  type DoctorReport,
   kernelSupported,
   libbpfPathFromMaps,
   parseEffectiveUid,
   parseLockdown,
-  summaryLine,
   tracingCapabilities,
-} from "../lib/unlink/doctor.ts";
+} from "../lib/unlink/requirements.ts";
 import { formatCheck } from "../scripts/doctor.ts";
 import { ATTACH_METHODS, AttachError, libbpfVersionString, UnlinkTracer } from "../mod.ts";
 import { AUTO_METHOD, kernelTest, ROOT, type Run, runDeno } from "./_helpers.ts";

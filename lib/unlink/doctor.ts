@@ -22,11 +22,10 @@
  * @module
  */
 
-import { libbpfVersionString } from "../_ffi.ts";
 import { BpfError } from "../errors.ts";
-import { canTrace, kernelRelease, parseCapEff, pathExists, readSmallFile } from "../_sys.ts";
-import { hasMapType } from "../features.ts";
+import { kernelRelease } from "../_sys.ts";
 import { type AttachProbe, tryAttach } from "./probe.ts";
+import { libbpfLocation, REQUIREMENTS } from "./requirements.ts";
 import { findTracefs, TRACEFS } from "../tracefs.ts";
 import { ATTACH_METHODS, type AttachMethod } from "./tracer.ts";
 
@@ -77,53 +76,11 @@ export interface DoctorOptions {
   methods?: readonly AttachMethod[];
 }
 
-/** The oldest kernel the tracer supports: BPF ring buffers came in 5.8. */
-const MIN_KERNEL = [5, 8] as const;
 const LEAST = "--allow-ffi --allow-env";
 const SUDO = "run it as root (sudo), or give deno CAP_BPF and CAP_PERFMON";
-
-/** Whether a `uname -r` string is at least 5.8; `undefined` if it does not start with a version. */
-export function kernelSupported(release: string): boolean | undefined {
-  const m = /^(\d+)\.(\d+)/.exec(release);
-  if (!m) return undefined;
-  const [major, minor] = [Number(m[1]), Number(m[2])];
-  return major > MIN_KERNEL[0] || (major === MIN_KERNEL[0] && minor >= MIN_KERNEL[1]);
-}
-
-/**
- * The active mode in `/sys/kernel/security/lockdown` text, the one in
- * brackets: `"none [integrity] confidentiality"` gives `"integrity"`.
- */
-export function parseLockdown(text: string): string | undefined {
-  return /\[(\w+)\]/.exec(text)?.[1];
-}
-
-/** The effective uid from `/proc/<pid>/status` text (the second field of `Uid:`). */
-export function parseEffectiveUid(status: string): number | undefined {
-  const m = /^Uid:\s+\d+\s+(\d+)/m.exec(status);
-  return m ? Number(m[1]) : undefined;
-}
-
-const TRACING_CAPS = [["CAP_SYS_ADMIN", 21], ["CAP_BPF", 39], ["CAP_PERFMON", 38]] as const;
-
-/** The capabilities that matter for tracing among `caps`, by name. */
-export function tracingCapabilities(caps: bigint): string[] {
-  return TRACING_CAPS.filter(([, bit]) => (caps >> BigInt(bit) & 1n) === 1n).map(([n]) => n);
-}
-
-/**
- * The path libbpf was mapped from, found in `/proc/<pid>/maps` text: the
- * first mapping whose file name starts with `libbpf` and contains `.so`.
- */
-export function libbpfPathFromMaps(maps: string): string | undefined {
-  for (const line of maps.split("\n")) {
-    const path = /\s(\/\S.*)$/.exec(line)?.[1];
-    if (!path) continue;
-    const base = path.slice(path.lastIndexOf("/") + 1);
-    if (base.startsWith("libbpf") && base.includes(".so")) return path;
-  }
-  return undefined;
-}
+const LIBBPF_FIX =
+  "install libbpf >= 1.0 (Debian/Ubuntu: libbpf1; Fedora: libbpf) or set LIBBPF_PATH";
+const UNPRIVILEGED = { ok: false, detail: "not tried: needs root (see capabilities)", fix: SUDO };
 
 /** The only environment variables deno_bpf reads: `--allow-env` may be scoped to them. */
 const ENV_READ = ["LIBBPF_PATH", "NO_COLOR"];
@@ -217,91 +174,36 @@ export function doctor(options: DoctorOptions = {}): DoctorReport {
     return check;
   };
 
-  let kernel: string | null = null;
-  run("kernel", ["ffi"], "upgrade to Linux 5.8 or later", () => {
-    kernel = kernelRelease();
-    const ok = kernelSupported(kernel);
-    return ok === false
-      ? { ok, detail: `${kernel} is older than 5.8`, fix: "upgrade to Linux 5.8 or later" }
-      : { ok: ok ?? null, detail: `${kernel} (5.8 or later needed)`, fix: null };
-  });
-
-  const btfFix = "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.5 or later)";
-  run(
-    "btf",
-    ["ffi"],
-    btfFix,
-    () =>
-      pathExists("/sys/kernel/btf/vmlinux")
-        ? { ok: true, detail: "/sys/kernel/btf/vmlinux present", fix: null }
-        : { ok: false, detail: "/sys/kernel/btf/vmlinux missing", fix: btfFix },
-  );
-
-  run("lockdown", ["ffi"], "check /sys/kernel/security/lockdown", () => {
-    const text = readSmallFile("/sys/kernel/security/lockdown");
-    if (text === undefined) {
-      // securityfs mounted without the file: the lockdown LSM is not active.
-      return pathExists("/sys/kernel/security/lsm")
-        ? { ok: true, detail: "none (the lockdown LSM is not active)", fix: null }
-        : {
-          ok: null,
-          detail: "unknown: securityfs not mounted " +
-            "(mount -t securityfs securityfs /sys/kernel/security to see it)",
-          fix: null,
-        };
+  // The tracer's requirements, every row; the ring buffer's probe needs
+  // libbpf and privileges, so without them it is not tried.
+  const found = new Map<string, Check>();
+  for (const requirement of REQUIREMENTS) {
+    found.set(
+      requirement.name,
+      run(requirement.name, requirement.needs, requirement.fix, () => {
+        if (requirement.name === "ring buffer") {
+          if (found.get("libbpf")?.ok === false) {
+            return { ok: false, detail: "not checked: libbpf did not load", fix: LIBBPF_FIX };
+          }
+          if (found.get("capabilities")?.ok === false) return UNPRIVILEGED;
+        }
+        const { ok, detail, fix } = requirement.check();
+        return { ok, detail, fix };
+      }),
+    );
+  }
+  const lib = found.get("libbpf")!;
+  const fact = <T>(read: () => T): T | null => {
+    try {
+      return read();
+    } catch {
+      return null; // its row says why
     }
-    const mode = parseLockdown(text) ?? text.trim();
-    return mode === "confidentiality"
-      ? {
-        ok: false,
-        detail: "confidentiality: BPF may not read kernel memory",
-        fix: "boot with lockdown=integrity (or none)",
-      }
-      : { ok: true, detail: mode, fix: null };
-  });
-
-  const capabilities = run("capabilities", ["ffi"], SUDO, () => {
-    const status = readSmallFile("/proc/self/status") ?? "";
-    const caps = parseCapEff(status);
-    const uid = parseEffectiveUid(status);
-    const who = uid === 0 ? "root" : uid === undefined ? "unknown user" : `uid ${uid}`;
-    if (caps === undefined) {
-      return { ok: null, detail: `${who}; /proc/self/status has no CapEff`, fix: null };
-    }
-    const names = tracingCapabilities(caps);
-    const held = names.length ? names.join(", ") : "none of CAP_SYS_ADMIN, CAP_BPF, CAP_PERFMON";
-    const detail = `${who} with ${held}`;
-    return canTrace(caps) ? { ok: true, detail, fix: null } : { ok: false, detail, fix: SUDO };
-  });
-
-  let libbpf: DoctorReport["libbpf"] = null;
-  const libbpfFix =
-    "install libbpf >= 1.0 (Debian/Ubuntu: libbpf1; Fedora: libbpf) or set LIBBPF_PATH";
-  const lib = run("libbpf", ["ffi", "env"], libbpfFix, () => {
-    const version = libbpfVersionString();
-    const path = libbpfPathFromMaps(readSmallFile("/proc/self/maps", 4 * 1024 * 1024) ?? "") ??
-      null;
-    libbpf = { version, path };
-    return {
-      ok: true,
-      detail: `${version} from ${path ?? "(path not found in /proc/self/maps)"}`,
-      fix: null,
-    };
-  });
-
-  // Without privileges the kernel refuses every probe and trial: say why once.
-  const unprivileged = capabilities.ok === false
-    ? { ok: false, detail: "not tried: needs root (see capabilities)", fix: SUDO }
-    : undefined;
-
-  const ringFix = "BPF ring buffers need Linux 5.8 or later";
-  run("ring buffer", ["ffi", "env"], ringFix, () => {
-    if (!lib.ok) return { ok: false, detail: "not checked: libbpf did not load", fix: libbpfFix };
-    if (unprivileged) return unprivileged;
-    return hasMapType("ringbuf")
-      ? { ok: true, detail: "BPF_MAP_TYPE_RINGBUF available", fix: null }
-      : { ok: false, detail: "BPF_MAP_TYPE_RINGBUF refused", fix: ringFix };
-  });
+  };
+  const kernel = missing(["ffi"]).length === 0 ? fact(kernelRelease) : null;
+  const libbpf = lib.ok ? fact(libbpfLocation) : null;
+  // Without privileges the kernel refuses every trial: say why once.
+  const unprivileged = found.get("capabilities")?.ok === false ? UNPRIVILEGED : undefined;
 
   // Seen before the trials: the tracepoint trial mounts tracefs if it is missing.
   let tracefsBefore: string | undefined | Error;
@@ -318,7 +220,7 @@ export function doctor(options: DoctorOptions = {}): DoctorReport {
   const tried = ATTACH_METHODS.filter((m) => options.methods?.includes(m) ?? true);
   for (const method of tried) {
     run(method, ["ffi", "env"], "see the error above", () => {
-      if (!lib.ok) return { ok: false, detail: "not tried: libbpf did not load", fix: libbpfFix };
+      if (!lib.ok) return { ok: false, detail: "not tried: libbpf did not load", fix: LIBBPF_FIX };
       if (unprivileged) return unprivileged;
       const probe = tryAttach(method);
       methods.push(probe);

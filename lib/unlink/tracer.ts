@@ -33,7 +33,7 @@ import {
 } from "../../bpf/unlink_bpf.ts";
 import { bpf } from "../_ffi.ts";
 import { type AttachAttempt, AttachError } from "./errors.ts";
-import { BpfError, NotSupportedError, PermissionError, VerifierError } from "../errors.ts";
+import { BpfError, PermissionError, VerifierError } from "../errors.ts";
 import { checkLayout, decodeCString, type Decoded, fieldSize, type Layout } from "../layout.ts";
 import { normalizePath } from "./_path.ts";
 import { cgroupIdOf, CgroupNames } from "./_cgroup.ts";
@@ -42,7 +42,8 @@ import { decodedRecords } from "../_poller.ts";
 import { ArgvRedactor } from "./redact.ts";
 import type { BpfMap } from "../map.ts";
 import { checkRingSize, type RecordHandler, RingBuffer } from "../ring_buffer.ts";
-import { pathExists, processCanTrace } from "../_sys.ts";
+import { pathExists } from "../_sys.ts";
+import { preflight } from "./requirements.ts";
 import { ensureTracefs, findTracefs, TRACEFS } from "../tracefs.ts";
 
 /**
@@ -187,8 +188,6 @@ export const ATTACH_METHODS = ["fentry", "kprobe", "tracepoint"] as const;
 /** An attach method. */
 export type AttachMethod = typeof ATTACH_METHODS[number];
 
-/** The architectures whose kprobe registers bpf/unlink.bpf.c reads. */
-const ARCHES = ["x86_64", "aarch64"];
 /** The syscalls whose tracepoints see deletions; arm64 has neither unlink(2) nor rmdir(2). */
 const SYSCALLS = ["unlinkat", "unlink"];
 
@@ -196,7 +195,6 @@ const SYSCALLS = ["unlinkat", "unlink"];
 export const DEFAULT_RING_SIZE = 2 * 1024 * 1024;
 /** BPF wakes the reader at most this often for a trickle (see bpf/unlink.bpf.c). */
 const WAKEUP_MS = 20;
-const BPF_MAP_TYPE_RINGBUF = 27;
 const ONE = new Uint8Array([1]);
 
 /** Options for {@linkcode UnlinkTracer.open}. Filters run in the kernel. */
@@ -326,28 +324,6 @@ function validate(options: UnlinkTracerOptions): number {
     );
   }
   return size;
-}
-
-/** Throws a clear error if this kernel or process cannot run the tracer at all. */
-function preflight(): void {
-  if (!ARCHES.includes(Deno.build.arch)) {
-    throw new NotSupportedError(
-      `this architecture (${Deno.build.arch})`,
-      "x86_64 or aarch64 (arm64)",
-    );
-  }
-  bpf(); // libbpf is there, or LibbpfNotFoundError lists what was tried
-  // No /proc (undefined): let the kernel answer instead.
-  if (processCanTrace() === false) throw new PermissionError();
-  if (!pathExists("/sys/kernel/btf/vmlinux")) {
-    throw new NotSupportedError(
-      "BTF (/sys/kernel/btf/vmlinux)",
-      "Linux 5.5 or later built with CONFIG_DEBUG_INFO_BTF=y",
-    );
-  }
-  if (bpf().libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, null) === 0) {
-    throw new NotSupportedError("BPF ring buffers", "Linux 5.8 or later");
-  }
 }
 
 /**
