@@ -315,6 +315,37 @@ Deno.test("over TCP the queue is bounded in bytes: what does not fit is dropped 
   assert.deepEqual([sender.sent, sender.dropped, sender.queuedBytes], [2, 3, 0]);
 });
 
+Deno.test("over TCP, an event is not even formatted once no message of the largest size fits", async () => {
+  const port = freePort(); // nobody listens: every message waits in the queue
+  const sender = SyslogSender.open(`tcp://127.0.0.1:${port}`, {
+    queueBytes: 12_000,
+    maxMessage: 4096,
+    backoffMs: 20,
+    maxBackoffMs: 50,
+  });
+  const line = `{"type":"event","data":{"pad":"${"p".repeat(3000)}"}}\n`;
+  assert.equal(sender.dropIfFull(), false, "an empty queue has room");
+  sender.writeSync(text.encode(line + line));
+  // About 6.4 KB held; a largest message (4096 bytes, framed, plus overhead) needs 4.2 KB more.
+  assert.equal(sender.dropped, 0);
+  assert.equal(sender.dropIfFull(), false);
+  sender.writeSync(text.encode(line));
+  assert.equal(sender.dropped, 0, "a small third message still fits");
+  assert.equal(sender.dropIfFull(), true, "now a largest one would not");
+  assert.equal(sender.dropped, 1, "and the event it refused is counted");
+  await sender.close(0);
+  assert.equal(sender.dropped, 4, "the three still queued at close are dropped too");
+  assert.equal(sender.dropIfFull(), true, "a closed sender takes nothing");
+  assert.equal(sender.dropped, 5);
+});
+
+Deno.test("over UDP a sender is never full: datagrams do not wait", async () => {
+  const sender = SyslogSender.open(`udp://127.0.0.1:${freePort()}`, { queueBytes: 1 });
+  assert.equal(sender.dropIfFull(), false);
+  assert.equal(sender.dropped, 0);
+  await sender.close(0);
+});
+
 Deno.test("a message over the cap reaches the relay shortened, valid JSON and marked", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = listener.addr as Deno.NetAddr;

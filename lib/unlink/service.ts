@@ -126,6 +126,7 @@ export class ServiceOutputs implements AsyncDisposable {
   /** Counts and sends the record at `offset`, as it sits in the ring. */
   record(bytes: Uint8Array, offset: number): void {
     this.metrics?.record(bytes, offset);
+    if (this.syslog?.dropIfFull()) return; // dropped and counted, so not formatted
     this.#syslogEvents?.record(bytes, offset);
   }
 

@@ -666,6 +666,31 @@ export class SyslogSender implements AsyncDisposable {
     return this.#held;
   }
 
+  /**
+   * For an event about to be formatted: whether the TCP queue, once the
+   * copies kept for resending have given way, has no room for a message of
+   * the largest size. Then the event is counted as dropped here, and its
+   * caller need not format it: a flood against a relay that is down costs
+   * neither the JSON nor the garbage of each event it drops. Sends over UDP
+   * and Unix sockets never wait, so they are never full.
+   */
+  dropIfFull(): boolean {
+    if (this.target.transport !== "tcp") return false;
+    if (this.#closing) {
+      this.#drop(1);
+      return true;
+    }
+    // What a message of the largest size costs the queue, framed.
+    const largest = `${this.#maxMessage} `.length + this.#maxMessage + QUEUED_OVERHEAD_BYTES;
+    if (this.#held + largest <= this.#queueBytes) return false;
+    while (this.#held + largest > this.#queueBytes && this.#recent.length > 0) {
+      this.#release(this.#recent.shift()!);
+    }
+    if (this.#held + largest <= this.#queueBytes) return false;
+    this.#drop(1);
+    return true;
+  }
+
   /** How much {@linkcode dropped} grew since the last call. */
   newlyDropped(): number {
     const grew = this.#dropped - this.#reported;
