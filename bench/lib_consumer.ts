@@ -8,8 +8,9 @@
  * stderr: `attached via MODE (module ready at A ms with R MiB RSS; open took
  * B ms, RSS now S MiB)` once attached (times from process start), then
  * `N events, M lost` after SIGINT or SIGTERM. SIGUSR1 prints
- * `progress: events=N lost=M` at any time (tests/soak_test.ts marks its phases
- * with it). Events are the records delivered from the ring; lost is the
+ * `progress: events=N lost=M kept=K` at any time (tests/soak_test.ts marks its
+ * phases with it), K being the bytes JavaScript holds: V8's heap in use and
+ * its array buffers. Events are the records delivered from the ring; lost is the
  * kernel's count of drops. With `--stamp`, stdout gets
  * `<epoch ms when received> <filename>` per event, for the delay measurement.
  * `--leak BYTES` is a deliberate leak for tests/soak_test.ts to show that its
@@ -80,7 +81,9 @@ try {
       collect();
       releaseFreedMemory();
     }
-    say(`progress: events=${events} lost=${tracer.lost}`);
+    // What JavaScript keeps (heap and array buffers); after --gc, only what is live.
+    const { heapUsed, external } = Deno.memoryUsage();
+    say(`progress: events=${events} lost=${tracer.lost} kept=${heapUsed + external}`);
   };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);

@@ -52,11 +52,16 @@ export interface Counts {
   lost: number;
 }
 
+/** Counts, and the bytes its JavaScript kept (heap and array buffers) when it answered. */
+export interface Progress extends Counts {
+  kept: number;
+}
+
 /** bench/lib_consumer.ts running in a child process. */
 export interface Consumer {
   pid: number;
   /** Its counts so far (it answers SIGUSR1); calls may overlap. */
-  counts(): Promise<Counts>;
+  counts(): Promise<Progress>;
   /** Its resident memory now, in KiB (VmRSS). */
   rssKiB(): number;
   /** Stops it with SIGINT; resolves with its final counts once it has drained the ring and exited. */
@@ -103,8 +108,10 @@ export async function startConsumer(args: string[], v8Flags: string[] = []): Pro
       // One question at a time, so each answer is read by the caller who asked it.
       const asked = asking.then(async () => {
         child.kill("SIGUSR1");
-        const [, events, lost] = await next(/progress: events=(\d+) lost=(\d+)/);
-        return { events: Number(events), lost: Number(lost) };
+        const [, events, lost, kept] = await next(
+          /progress: events=(\d+) lost=(\d+) kept=(\d+)/,
+        );
+        return { events: Number(events), lost: Number(lost), kept: Number(kept) };
       });
       asking = asked.catch(() => {});
       return asked;
